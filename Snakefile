@@ -1,0 +1,17 @@
+# brainscale: fMRIPrep derivatives -> ... -> scaling curves. One .smk per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

@@ -1,0 +1,55 @@
+"""The ``brainscale`` command line: one subcommand per workflow stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config, validate_config
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate_dataset
+
+    config = load_config(args.config) if args.config else validate_config({})
+    settings = config["simulate"]
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    if args.n_subjects is not None:
+        settings["n_subjects"] = args.n_subjects
+    settings = validate_config({"simulate": settings})["simulate"]
+    output = Path(args.output or settings["output_dir"])
+    simulate_dataset(settings, output, n_jobs=args.jobs, overwrite=args.overwrite,
+                     log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainscale", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    simulate = commands.add_parser(
+        "simulate", help="write the synthetic fMRIPrep derivatives dataset (the demo input)",
+        description="Write a synthetic fMRIPrep derivatives dataset with atlases and ground truth.")
+    simulate.add_argument("--config", help="workflow YAML config; its 'simulate' section is used "
+                                           "(default: the schema defaults)")
+    simulate.add_argument("--output", help="destination folder (default: simulate.output_dir)")
+    simulate.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    simulate.add_argument("--seed", type=int, help="override simulate.seed")
+    simulate.add_argument("--n-subjects", type=int, help="override simulate.n_subjects")
+    simulate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileExistsError) as exc:
+        print(f"brainscale {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Load and validate the workflow configuration outside Snakemake.
+
+The schema is the one ``workflow/rules/common.smk`` validates against
+(``workflow/schemas/config.schema.yaml``, shipped in the package as
+``brainscale/schemas/config.schema.yaml``). Both paths fill schema defaults and
+then run :func:`check_config` for the rules a JSON schema cannot express.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+__all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, mistyped or impossible."""
+
+
+def load_schema() -> dict:
+    """Return the workflow's JSON schema as a dictionary."""
+    text = resources.files("brainscale").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _validator_filling_defaults():
+    base = Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+def _key_path(error) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    return path or "<top level>"
+
+
+def validate_config(config: dict | None) -> dict:
+    """Validate ``config`` against the schema and fill in defaults.
+
+    Parameters
+    ----------
+    config : dict or None
+        Parsed configuration (``None`` means an empty file).
+
+    Returns
+    -------
+    dict
+        A new dictionary with every default filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key, what was expected and what was found.
+    """
+    config = copy.deepcopy(config) if config is not None else {}
+    validator = _validator_filling_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  - config key '{_key_path(e)}': {e.message}" for e in errors]
+        raise ConfigError(
+            "Invalid configuration:\n" + "\n".join(lines) + "\n"
+            "Fix these keys (every key is documented in config/README.md)."
+        )
+    check_config(config)
+    return config
+
+
+def check_config(config: dict) -> None:
+    """Check the rules that the JSON schema cannot express.
+
+    Parameters
+    ----------
+    config : dict
+        A configuration already validated against the schema.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key.
+    """
+    sites = config["simulate"]["sites"]
+    names = [site["name"] for site in sites]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ConfigError(
+            f"config key 'simulate.sites': site names must be unique, found {duplicated} "
+            "more than once. Rename the duplicated sites."
+        )
+    for index, site in enumerate(sites):
+        low, high = site["n_volumes"]
+        if low > high:
+            raise ConfigError(
+                f"config key 'simulate.sites.{index}.n_volumes': expected [min, max] with "
+                f"min <= max, received {site['n_volumes']}. Swap the two numbers."
+            )
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML configuration file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Configuration file {path} does not exist. Pass the path of a YAML file.")
+    with path.open() as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Configuration file {path} is not valid YAML: {exc}") from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"Configuration file {path} must hold a mapping of keys, not {type(raw).__name__}.")
+    try:
+        return validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,16 @@
+# The embedded demo input: synthetic fMRIPrep derivatives, atlases and ground truth.
+
+
+rule simulate_derivatives:
+    output:
+        directory(config["simulate"]["output_dir"]),
+    params:
+        settings=config["simulate"],
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        "logs/simulate/simulate_derivatives.log",
+    script:
+        "../scripts/simulate_derivatives.py"
