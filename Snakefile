@@ -1,10 +1,12 @@
 # brainscale: fMRIPrep derivatives -> ... -> scaling curves. One .smk per stage.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -20,7 +20,7 @@ def is_simulated():
 
 
 def get_final_outputs():
-    """Targets of `rule all`: every stage that exists so far."""
+    """Targets of the default target (all): every stage that exists so far."""
     targets = []
     if is_simulated():
         targets.append(str(SIMULATION_DIR))

@@ -7,6 +7,8 @@ rule simulate_derivatives:
     params:
         settings=config["simulate"],
     threads: 8
+    conda:
+        "../../envs/brainscale.yaml"
     resources:
         mem_mb=4000,
         runtime=30,

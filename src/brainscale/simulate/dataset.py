@@ -26,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..bids import build_bids_name
@@ -37,7 +38,7 @@ from .confounds import FD_THRESHOLD_MM, confounds_table
 from .dynamics import (AMPLITUDE_EFFECTS, COUPLING_EFFECTS, LATENTS, NETWORKS, base_coupling,
                        network_signals, parcel_signals, subject_dynamics)
 
-__all__ = ["SPACE", "TASK", "simulate_dataset", "run_stem"]
+__all__ = ["SPACE", "TASK", "simulate_dataset", "planted_parcel_signals", "run_stem"]
 
 SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
@@ -86,14 +87,25 @@ def _write_atlases(atlases: DemoAtlases, folder: Path, resolution_mm: float) -> 
         _tsv_dump(folder / f"{stem}.tsv", table)
 
 
+def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, latents: np.ndarray, n_volumes: int,
+                           repetition_time: float, effect_size: float, network_of_parcel: np.ndarray) -> np.ndarray:
+    """(n_volumes, n_parcels) noise-free parcel signals of one run, before any voxel or nuisance.
+
+    Loadings belong to the subject (the same in every run); the signals to the run.
+    """
+    loadings = np.random.default_rng([seed, 2, subject_index]).uniform(0.5, 0.9, len(network_of_parcel))
+    rng = np.random.default_rng([seed, 3, subject_index, visit_index])
+    dynamics = subject_dynamics(latents, effect_size)
+    networks = network_signals(rng, dynamics, n_volumes, repetition_time)
+    return parcel_signals(rng, networks, network_of_parcel, loadings, repetition_time, dynamics.time_constant_s)
+
+
 # Per-process state of the run workers, set once by _init_worker.
 _WORKER: dict = {}
 
 
 def _init_worker(atlases: DemoAtlases, settings: dict, single_threaded: bool = False) -> None:
-    if single_threaded:  # one BLAS thread per worker process, so workers never oversubscribe the cores
-        from threadpoolctl import threadpool_limits
-
+    if single_threaded:
         _WORKER["thread_limit"] = threadpool_limits(limits=1)
     _WORKER["atlases"] = atlases
     _WORKER["settings"] = settings
@@ -108,13 +120,9 @@ def _simulate_run(task: tuple) -> dict:
     seed = settings["seed"]
     network_of_parcel = _WORKER["network_of_parcel"]
 
-    subject_rng = np.random.default_rng([seed, 2, plan.subject_index])
-    loadings = subject_rng.uniform(0.5, 0.9, len(network_of_parcel))
-    rng = np.random.default_rng([seed, 3, plan.subject_index, visit_index])
-    dynamics = subject_dynamics(latents, settings["effect_size"])
-    networks = network_signals(rng, dynamics, plan.n_volumes, plan.repetition_time)
-    parcels = parcel_signals(rng, networks, network_of_parcel, loadings, plan.repetition_time,
-                             dynamics.time_constant_s)
+    parcels = planted_parcel_signals(seed, plan.subject_index, visit_index, latents, plan.n_volumes,
+                                     plan.repetition_time, settings["effect_size"], network_of_parcel)
+    rng = np.random.default_rng([seed, 4, plan.subject_index, visit_index])
     motion = simulate_motion(rng, plan.n_volumes, plan.repetition_time, plan.high_motion)
     voxel_model = build_voxel_model(rng, atlases)
     intensity = synthesise_bold(rng, voxel_model, parcels, motion, plan.repetition_time, plan.dummy_scans)
@@ -260,9 +268,12 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
             if plan.session:
                 func_dir = func_dir / f"ses-{plan.session}"
             tasks.append((plan, latents[plan.subject_index], visit_index, str(func_dir / "func")))
+        # One BLAS thread per run, in every mode: multithreaded reductions round differently,
+        # and the bytes written must not depend on n_jobs.
         if n_jobs == 1:
             _init_worker(atlases, worker_settings)
-            runs = [_simulate_run(task) for task in tasks]
+            with threadpool_limits(limits=1):
+                runs = [_simulate_run(task) for task in tasks]
         else:
             with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
                                      initargs=(atlases, worker_settings, True)) as pool:

@@ -1,0 +1,89 @@
+"""The config contract: defaults filled, mistakes rejected with the key named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brainscale.config import ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_config_is_valid_and_defaults_are_filled():
+    config = load_config(REPO / "config" / "config.yaml")
+    simulate = config["simulate"]
+    assert simulate["n_subjects"] == 120
+    assert simulate["bold_dtype"] == "int16"  # a default, not in the file
+    assert [site["repetition_time"] for site in simulate["sites"]] == [2.0, 0.8, 1.5]
+    assert simulate["sites"][0]["dummy_scans"] == 0
+
+
+def test_empty_config_gets_every_default():
+    config = validate_config(None)
+    assert config["simulate"]["enabled"] is True
+    assert config["simulate"]["seed"] == 21
+
+
+@pytest.mark.parametrize(
+    "raw, key, words",
+    [
+        ({"simulate": {"n_subject": 10}}, "simulate", "'n_subject' was unexpected"),
+        ({"simulatee": {}}, "<top level>", "'simulatee' was unexpected"),
+        ({"simulate": {"n_subjects": "many"}}, "simulate.n_subjects", "is not of type 'integer'"),
+        ({"simulate": {"n_subjects": -5}}, "simulate.n_subjects", "less than the minimum"),
+        ({"simulate": {"sites": [{"name": "a", "repetition_time": 0, "n_volumes": [100, 120]}]}},
+         "simulate.sites.0.repetition_time", "less than or equal to the minimum"),
+        ({"simulate": {"sites": [{"name": "a", "repetition_time": -2.0, "n_volumes": [100, 120]}]}},
+         "simulate.sites.0.repetition_time", "less than or equal to the minimum"),
+        ({"simulate": {"resolution_mm": 1}}, "simulate.resolution_mm", "less than the minimum"),
+        ({"simulate": {"bold_dtype": "uint8"}}, "simulate.bold_dtype", "is not one of"),
+    ],
+)
+def test_schema_errors_name_the_key(raw, key, words):
+    with pytest.raises(ConfigError) as error:
+        validate_config(raw)
+    message = str(error.value)
+    assert f"config key '{key}'" in message
+    assert words in message
+
+
+def test_rules_beyond_the_schema():
+    with pytest.raises(ConfigError, match=r"simulate.sites.0.n_volumes.*min <= max"):
+        validate_config({"simulate": {"sites": [{"name": "a", "repetition_time": 2.0, "n_volumes": [300, 100]}]}})
+    duplicated = {"name": "a", "repetition_time": 2.0, "n_volumes": [100, 120]}
+    with pytest.raises(ConfigError, match="unique"):
+        validate_config({"simulate": {"sites": [duplicated, dict(duplicated)]}})
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("simulate:\n  seed: -1\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"simulate": {"n_subjects": -3}}, "n_subjects"),
+        ({"simulate": {"typo_key": 1}}, "typo_key"),
+        ({"simulate": {"sites": [{"name": "a", "repetition_time": 0.0, "n_volumes": [100, 120]}]}},
+         "repetition_time"),
+    ],
+)
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path, raw, expected):
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
+         "--configfile", str(configfile)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (tmp_path / "resources").exists()  # no job ran

@@ -1,0 +1,52 @@
+"""The Snakemake workflow end to end on the minimal config, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from brainscale.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = REPO / "tests" / "configs" / "minimal.yaml"
+
+
+def snakemake(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
+    result = snakemake("--cores", "2", "--configfile", str(MINIMAL), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset = tmp_path / "resources" / "synthetic"
+    runs = pd.read_csv(dataset / "ground_truth" / "runs.tsv", sep="\t")
+    for relative in runs["bold"]:
+        assert (dataset / "fmriprep" / relative).is_file()
+    assert (tmp_path / "logs" / "simulate" / "simulate_derivatives.log").read_text().strip()
+    # Nothing left to do on a second invocation.
+    again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_simulate(tmp_path, capsys):
+    output = tmp_path / "cli"
+    assert main(["simulate", "--config", str(MINIMAL), "--output", str(output), "--n-subjects", "6"]) == 0
+    assert (output / "fmriprep" / "participants.tsv").is_file()
+    assert len(pd.read_csv(output / "fmriprep" / "participants.tsv", sep="\t")) == 6
+    # A second call refuses to overwrite and says how to proceed.
+    assert main(["simulate", "--config", str(MINIMAL), "--output", str(output)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("simulate:\n  n_subjects: -1\n")
+    assert main(["simulate", "--config", str(bad), "--output", str(tmp_path / "x")]) == 2
+    assert "simulate.n_subjects" in capsys.readouterr().err
