@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "load_config"]
+__all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "resolve_inputs", "load_config"]
 
 
 class ConfigError(ValueError):
@@ -107,6 +107,59 @@ def check_config(config: dict) -> None:
                 f"config key 'simulate.sites.{index}.n_volumes': expected [min, max] with "
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
+    _check_preprocess(config)
+    resolve_inputs(config)
+
+
+def _check_preprocess(config: dict) -> None:
+    preprocess = config["preprocess"]
+    nyquist = 0.5 / preprocess["target_tr"]
+    if preprocess["low_pass"] >= nyquist:
+        raise ConfigError(
+            f"config key 'preprocess.low_pass': {preprocess['low_pass']} Hz is not below the Nyquist frequency "
+            f"{nyquist:g} Hz of preprocess.target_tr = {preprocess['target_tr']} s. Lower low_pass or target_tr.")
+    if preprocess["high_pass"] >= preprocess["low_pass"]:
+        raise ConfigError(
+            f"config key 'preprocess.high_pass': {preprocess['high_pass']} Hz must be below preprocess.low_pass "
+            f"({preprocess['low_pass']} Hz).")
+
+
+def resolve_inputs(config: dict) -> dict:
+    """Paths of the derivatives, participants table and atlases, defaults filled in.
+
+    With ``simulate.enabled`` every unset path points into the simulated dataset;
+    otherwise the derivatives folder and all three atlases must be set.
+
+    Returns
+    -------
+    dict
+        ``{"derivatives": str, "participants": str, "atlases": {kind: {"image", "labels"}}}``
+    """
+    simulate = config["simulate"]
+    data = config["data"]
+    if simulate["enabled"]:
+        from .simulate.dataset import demo_atlas_paths
+
+        default_derivatives = str(Path(simulate["output_dir"]) / "fmriprep")
+        default_atlases = demo_atlas_paths(simulate["output_dir"], simulate["resolution_mm"])
+    else:
+        default_derivatives, default_atlases = None, {}
+    derivatives = data["derivatives"] or default_derivatives
+    if derivatives is None:
+        raise ConfigError("config key 'data.derivatives' is not set and simulate.enabled is false: "
+                          "set it to your fMRIPrep derivatives folder.")
+    atlases = {}
+    for kind in ("cortical", "subcortical", "cerebellar"):
+        entry = {}
+        for part in ("image", "labels"):
+            value = config["atlases"][kind][part] or default_atlases.get(kind, {}).get(part)
+            if value is None:
+                raise ConfigError(f"config key 'atlases.{kind}.{part}' is not set and simulate.enabled is false: "
+                                  "set it to the atlas file (NIfTI image, TSV label table with index and name).")
+            entry[part] = str(value)
+        atlases[kind] = entry
+    participants = data["participants"] or str(Path(derivatives) / "participants.tsv")
+    return {"derivatives": str(derivatives), "participants": participants, "atlases": atlases}
 
 
 def load_config(path: str | Path) -> dict:

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from brainscale.config import ConfigError, check_config
+from brainscale.config import ConfigError, check_config, resolve_inputs
+from brainscale.preprocessing.discovery import find_runs
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -12,6 +13,10 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 SIMULATION_DIR = Path(config["simulate"]["output_dir"])
+INPUTS = resolve_inputs(config)
+ATLAS_FILES = [INPUTS["atlases"][k][p] for k in ("cortical", "subcortical", "cerebellar") for p in ("image", "labels")]
+PREPROCESS_DIR = Path("results/preprocess")
+_RUNS_CACHE = {}
 
 
 def is_simulated():
@@ -19,9 +24,71 @@ def is_simulated():
     return config["simulate"]["enabled"]
 
 
+def get_simulation_output():
+    """The simulated dataset folder, or nothing for real data (forces the checkpoint to run first)."""
+    if is_simulated():
+        return checkpoints.simulate_derivatives.get().output[0]
+    return []
+
+
+def get_runs():
+    """Every run found in the derivatives folder (after the simulation, for the demo)."""
+    get_simulation_output()
+    if "runs" not in _RUNS_CACHE:
+        data = config["data"]
+        _RUNS_CACHE["runs"] = find_runs(INPUTS["derivatives"], space=data["space"], task=data["task"],
+                                        res=data["res"], sessions=data["sessions"], runs=data["runs"])
+        if not _RUNS_CACHE["runs"]:
+            raise WorkflowError(f"No run in {INPUTS['derivatives']} matches space-{data['space']}, "
+                                f"task-{data['task']}: check data.space, data.task, data.res and the filters.")
+    return _RUNS_CACHE["runs"]
+
+
+def get_batches():
+    """Runs grouped into Snakemake jobs: batch name -> list of runs (sorted by run id)."""
+    runs = get_runs()
+    size = config["preprocess"]["runs_per_job"]
+    return {f"{i // size:05d}": runs[i:i + size] for i in range(0, len(runs), size)}
+
+
+def get_batch_runs(wildcards):
+    return get_batches()[wildcards.batch]
+
+
+def get_dataset_files(*paths):
+    """Input files that live in the dataset: the simulation folder itself when it is simulated
+    (Snakemake tracks the folder, not files inside it), else the files."""
+    return [get_simulation_output()] if is_simulated() else list(paths)
+
+
+def get_atlas_inputs(wildcards=None):
+    return get_dataset_files(*ATLAS_FILES)
+
+
+def get_participants_input(wildcards=None):
+    return get_dataset_files(INPUTS["participants"])
+
+
+def get_batch_inputs(wildcards):
+    """The files a batch reads (so that a changed run reruns its batch only)."""
+    if is_simulated():
+        return get_dataset_files()
+    files = []
+    for run in get_batch_runs(wildcards):
+        files.append(run.bold)
+        files.extend(p for p in (run.sidecar, run.confounds) if p and Path(p).exists())
+    return files
+
+
+def get_batch_folders(wildcards=None):
+    return [str(PREPROCESS_DIR / f"batch-{name}") for name in get_batches()]
+
+
 def get_final_outputs():
     """Targets of the default target (all): every stage that exists so far."""
     targets = []
     if is_simulated():
         targets.append(str(SIMULATION_DIR))
+    targets += ["results/qc/runs.tsv", "results/qc/runs.png", str(PREPROCESS_DIR / "network_mapping.npz"),
+                str(PREPROCESS_DIR / "phenotypes.tsv")]
     return targets

@@ -1,7 +1,7 @@
 # The embedded demo input: synthetic fMRIPrep derivatives, atlases and ground truth.
 
 
-rule simulate_derivatives:
+checkpoint simulate_derivatives:
     output:
         directory(config["simulate"]["output_dir"]),
     params:

@@ -38,7 +38,7 @@ from .confounds import FD_THRESHOLD_MM, confounds_table
 from .dynamics import (AMPLITUDE_EFFECTS, COUPLING_EFFECTS, LATENTS, NETWORKS, base_coupling,
                        network_signals, parcel_signals, subject_dynamics)
 
-__all__ = ["SPACE", "TASK", "simulate_dataset", "planted_parcel_signals", "run_stem"]
+__all__ = ["SPACE", "TASK", "simulate_dataset", "planted_parcel_signals", "run_stem", "demo_atlas_paths"]
 
 SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
@@ -73,18 +73,31 @@ def _write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, repetition_
     nib.save(image, path)
 
 
-def _write_atlases(atlases: DemoAtlases, folder: Path, resolution_mm: float) -> None:
-    folder.mkdir()
+_ATLAS_ENTITIES = {"cortical": ("Schaefer2018", "400Parcels7Networks"), "subcortical": ("Tian", "S3"),
+                   "cerebellar": ("Buckner2011", "7Networks")}
+
+
+def demo_atlas_paths(output_dir: str | Path, resolution_mm: float) -> dict:
+    """``{kind: {"image": path, "labels": path}}`` of the atlases a simulation writes."""
     res = _resolution_label(resolution_mm)
-    specs = [("Schaefer2018", "400Parcels7Networks", atlases.cortical, atlases.cortical_names, "cortical"),
-             ("Tian", "S3", atlases.subcortical, atlases.subcortical_names, "subcortical"),
-             ("Buckner2011", "7Networks", atlases.cerebellar, atlases.cerebellar_names, "cerebellar")]
-    for atlas, desc, labels, names, kind in specs:
-        stem = f"tpl-{SPACE}_res-{res}_atlas-{atlas}_desc-{desc}_dseg"
-        _write_nifti(folder / f"{stem}.nii.gz", labels.astype(np.int16), atlases.affine)
+    paths = {}
+    for kind, (atlas, desc) in _ATLAS_ENTITIES.items():
+        stem = Path(output_dir) / "atlases" / f"tpl-{SPACE}_res-{res}_atlas-{atlas}_desc-{desc}_dseg"
+        paths[kind] = {"image": f"{stem}.nii.gz", "labels": f"{stem}.tsv"}
+    return paths
+
+
+def _write_atlases(atlases: DemoAtlases, root: Path, resolution_mm: float) -> None:
+    (root / "atlases").mkdir()
+    paths = demo_atlas_paths(root, resolution_mm)
+    specs = [(atlases.cortical, atlases.cortical_names, "cortical"),
+             (atlases.subcortical, atlases.subcortical_names, "subcortical"),
+             (atlases.cerebellar, atlases.cerebellar_names, "cerebellar")]
+    for labels, names, kind in specs:
+        _write_nifti(Path(paths[kind]["image"]), labels.astype(np.int16), atlases.affine)
         table = pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names,
                               "color": label_table_colours(names, kind)})
-        _tsv_dump(folder / f"{stem}.tsv", table)
+        _tsv_dump(Path(paths[kind]["labels"]), table)
 
 
 def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, latents: np.ndarray, n_volumes: int,
@@ -256,7 +269,7 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
         _json_dump(fmriprep / "dataset_description.json", _dataset_description())
         _tsv_dump(fmriprep / "participants.tsv", participants)
         _json_dump(fmriprep / "participants.json", _PARTICIPANTS_SIDECAR)
-        _write_atlases(atlases, root / "atlases", settings["resolution_mm"])
+        _write_atlases(atlases, root, settings["resolution_mm"])
 
         worker_settings = dict(settings, res_label=_resolution_label(settings["resolution_mm"]),
                                fmriprep_dir=str(fmriprep))

@@ -1,0 +1,218 @@
+"""One run from fMRIPrep derivatives to a (channels, T) network-ordered matrix at the target TR.
+
+Steps: load the 4-D image; read the TR; load confounds with nilearn's fMRIPrep
+interface; drop the non-steady-state volumes; average every atlas parcel in one pass
+over the data; regress the confounds (fitted on uncensored volumes); fill censored
+volumes by interpolation; resample to the target TR; band-pass; z-score each channel;
+measure quality and decide exclusion.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .atlases import AtlasSet, parcellation_weights
+from .discovery import InputError, Run, read_repetition_time
+from .temporal import band_pass, interpolate_censored, regress_confounds, resample_to_tr, zscore
+
+__all__ = ["RunResult", "load_bold", "parcellate", "ParcellationCache", "preprocess_run", "write_run",
+           "QC_COLUMNS"]
+
+QC_COLUMNS = ["run_id", "participant_id", "session", "source", "source_tr", "n_volumes_in", "n_dummy",
+              "mean_fd", "fraction_high_motion", "fraction_scrubbed", "duration_s", "n_volumes_out",
+              "n_empty_rois", "n_constant_rois", "included", "exclusion", "reason", "note"]
+
+
+@dataclass
+class RunResult:
+    """The output of one run: its matrix (None when the run could not be processed) and QC row."""
+
+    timeseries: np.ndarray | None  # (C, T) float32 in channel order
+    channel_missing: np.ndarray | None  # (C,) bool
+    qc: dict = field(default_factory=dict)
+
+
+def load_bold(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Load a 4-D BOLD image; return the image and its data array (as stored, scaled if needed)."""
+    path = Path(path)
+    try:
+        image = nib.load(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found. Rerun discovery or restore the file.") from None
+    except Exception as error:  # nibabel raises several types for unreadable headers
+        raise InputError(f"{path}: not a readable NIfTI image ({error}). Re-export it from fMRIPrep.") from None
+    if image.ndim != 4:
+        raise InputError(f"{path}: image is {image.ndim}-D with shape {image.shape}; a 4-D BOLD series "
+                         "(x, y, z, time) is expected. Point data.derivatives at the desc-preproc_bold runs.")
+    try:
+        data = np.asarray(image.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as error:
+        raise InputError(f"{path}: the compressed data are truncated or corrupt ({error}). "
+                         "Copy the file again from the fMRIPrep output.") from None
+    return image, data
+
+
+def parcellate(data: np.ndarray, voxels: np.ndarray, weights: sparse.csr_matrix) -> np.ndarray:
+    """Average each channel's voxels at every volume: (T, C) float64.
+
+    Voxels that are not finite at every volume are left out of their channel's mean; a
+    channel left with no voxel is all-NaN.
+    """
+    n_volumes = data.shape[-1]
+    flat = data.reshape(-1, n_volumes, order="F")  # a view for Fortran-ordered NIfTI data
+    values = np.asarray(flat[voxels], dtype=np.float64)  # (V, T)
+    if values.dtype.kind == "f" and data.dtype.kind == "f":
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            values[~finite] = 0.0
+            kept = weights @ sparse.diags(finite.astype(np.float64))
+            coverage = np.asarray(kept.sum(axis=1)).ravel()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return ((kept @ values) / coverage[:, None]).T
+    return (weights @ values).T
+
+
+class ParcellationCache:
+    """Parcellation weights per grid, so runs that share a grid share the work."""
+
+    def __init__(self, atlases: AtlasSet, bold_space: str | None):
+        self.atlases = atlases
+        self.bold_space = bold_space
+        self._cache: dict = {}
+
+    def weights_for(self, image, brain_mask_path: str | None):
+        key = (image.shape[:3], image.affine.round(4).tobytes())
+        if key not in self._cache:
+            mask = nib.load(brain_mask_path) if brain_mask_path and os.path.isfile(brain_mask_path) else None
+            self._cache[key] = parcellation_weights(self.atlases, image, bold_space=self.bold_space, brain_mask=mask)
+        return self._cache[key]
+
+
+def _leading_dummies(table: pd.DataFrame) -> int:
+    flagged = table.filter(like="non_steady_state_outlier").to_numpy().sum(axis=1) > 0
+    count = 0
+    while count < len(flagged) and flagged[count]:
+        count += 1
+    return count
+
+
+def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Return (raw confounds table, selected confounds, kept mask) for a run."""
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+
+    if run.confounds is None or not os.path.isfile(run.confounds):
+        stem = Path(run.bold).name.split("_space-")[0]
+        raise InputError(f"{run.bold}: no confounds file beside it (expected {stem}_desc-confounds_timeseries.tsv "
+                         "or the older _desc-confounds_regressors.tsv). Copy it from the fMRIPrep output.")
+    table = pd.read_csv(run.confounds, sep="\t", na_values=["n/a"])
+    if len(table) != n_volumes:
+        raise InputError(f"{run.confounds}: {len(table)} rows but the image has {n_volumes} volumes. "
+                         "The confounds belong to another run or were cut; use the file fMRIPrep wrote for this run.")
+    options = {key: value for key, value in denoise.items() if key != "strategy" and value is not None}
+    with warnings.catch_warnings():
+        # nilearn warns about options the strategy ignores; the config documents them.
+        warnings.simplefilter("ignore")
+        selected, sample_mask = load_confounds_strategy(run.bold, denoise_strategy=denoise["strategy"], **options)
+    kept = np.zeros(n_volumes, dtype=bool)
+    kept[np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)] = True
+    return table, selected.to_numpy(dtype=np.float64), kept
+
+
+def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participants: pd.Index | None = None,
+                   brain_mask_path: str | None = None) -> RunResult:
+    """Process one run (see the module docstring); exclusion reasons go to ``qc['reason']``.
+
+    Parameters
+    ----------
+    run : Run
+    cache : ParcellationCache
+    settings : dict
+        The validated ``preprocess`` config section.
+    participants : pandas.Index, optional
+        Known participant ids; a run of an unknown participant is kept with a note.
+    brain_mask_path : str, optional
+        The run's brain mask, used to check that the atlases are in the BOLD space.
+
+    Raises
+    ------
+    InputError
+        When the run's files are missing, unreadable or inconsistent.
+    """
+    qc = {"run_id": run.run_id, "participant_id": run.participant_id, "session": run.session or "n/a",
+          "source": run.bold, "note": ""}
+    image, data = load_bold(run.bold)
+    n_volumes = data.shape[3]
+    source_tr = read_repetition_time(run.bold, run.sidecar, image.header.get_zooms()[3])
+    table, confounds, kept = _load_confounds(run, n_volumes, settings["denoise"])
+    voxels, weights = cache.weights_for(image, brain_mask_path)
+    parcels = parcellate(data, voxels, weights)
+
+    dummies = _leading_dummies(table)
+    parcels, confounds, kept = parcels[dummies:], confounds[dummies:], kept[dummies:]
+    fd = table["framewise_displacement"].to_numpy(dtype=float)[dummies:] if "framewise_displacement" in table \
+        else np.full(len(kept), np.nan)
+    empty = np.isnan(parcels).all(axis=0)
+    parcels[:, empty] = 0.0
+    if kept.sum() <= confounds.shape[1] + 1:
+        raise InputError(f"{run.bold}: {kept.sum()} volumes survive censoring, too few for "
+                         f"{confounds.shape[1]} confounds. Exclude the run or use a lighter denoising strategy.")
+    cleaned = interpolate_censored(regress_confounds(parcels, confounds, kept), kept)
+    resampled = resample_to_tr(cleaned, source_tr, settings["target_tr"])
+    if len(resampled) >= 16:  # sosfiltfilt needs a few samples beyond its padding
+        filtered = band_pass(resampled, settings["target_tr"], settings["high_pass"], settings["low_pass"])
+    else:
+        filtered = resampled
+    scored, constant = zscore(filtered)
+    constant &= ~empty
+
+    thresholds = settings["qc"]
+    qc.update({
+        "source_tr": source_tr, "n_volumes_in": n_volumes, "n_dummy": dummies,
+        "mean_fd": float(np.nanmean(fd)) if np.isfinite(fd).any() else float("nan"),
+        "fraction_high_motion": float(np.mean(np.nan_to_num(fd) > thresholds["fd_threshold"])),
+        "fraction_scrubbed": float(1.0 - kept.mean()), "duration_s": float(len(kept) * source_tr),
+        "n_volumes_out": int(len(scored)), "n_empty_rois": int(empty.sum()), "n_constant_rois": int(constant.sum()),
+    })
+    reasons = []  # (code, explanation)
+    if qc["mean_fd"] > thresholds["max_mean_fd"]:
+        reasons.append(("high_mean_fd", f"mean FD {qc['mean_fd']:.2f} mm > {thresholds['max_mean_fd']}"))
+    if qc["fraction_high_motion"] > thresholds["max_fraction_high_motion"]:
+        reasons.append(("many_high_motion_volumes",
+                        f"{qc['fraction_high_motion']:.0%} of volumes with FD > {thresholds['fd_threshold']} mm "
+                        f"> {thresholds['max_fraction_high_motion']:.0%}"))
+    if qc["fraction_scrubbed"] > thresholds["max_fraction_scrubbed"]:
+        reasons.append(("too_much_scrubbing",
+                        f"{qc['fraction_scrubbed']:.0%} scrubbed > {thresholds['max_fraction_scrubbed']:.0%}"))
+    if qc["n_volumes_out"] < settings["crop_length"]:
+        reasons.append(("too_short", f"{qc['n_volumes_out']} volumes at TR {settings['target_tr']} s, shorter "
+                                     f"than one {settings['crop_length']}-TR crop"))
+    if qc["n_empty_rois"] + qc["n_constant_rois"] > thresholds["max_empty_rois"]:
+        reasons.append(("empty_or_constant_rois", f"{qc['n_empty_rois']} empty and {qc['n_constant_rois']} "
+                                                  f"constant ROIs > {thresholds['max_empty_rois']}"))
+    if participants is not None and run.participant_id not in participants:
+        qc["note"] = (f"{run.participant_id} is not in participants.tsv: its phenotypes will be missing "
+                      "(add a row to use them)")
+    qc["included"] = not reasons
+    qc["exclusion"] = ",".join(code for code, _ in reasons)
+    qc["reason"] = "; ".join(text for _, text in reasons)
+    return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant, qc=qc)
+
+
+def write_run(path: str | Path, result: RunResult, target_tr: float) -> None:
+    """Write one run's matrix and metadata as ``.npz`` (through a temporary name)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial.npz")
+    np.savez(temporary, timeseries=result.timeseries, channel_missing=result.channel_missing,
+             repetition_time=np.float64(target_tr), source_repetition_time=np.float64(result.qc["source_tr"]),
+             source=np.str_(result.qc["source"]), run_id=np.str_(result.qc["run_id"]),
+             participant_id=np.str_(result.qc["participant_id"]))
+    os.replace(temporary, path)

@@ -1,0 +1,11 @@
+"""Snakemake adapter: the configured phenotypes under their pipeline names (rule collect_phenotypes)."""
+
+import logging
+
+from brainscale.io import write_text_atomic
+from brainscale.preprocessing.discovery import load_participants
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+table = load_participants(snakemake.params.participants, snakemake.params.phenotypes)
+write_text_atomic(snakemake.output[0], table.to_csv(sep="\t", na_rep="n/a"))
+logging.info("%d participants, phenotypes %s", len(table), list(table.columns))

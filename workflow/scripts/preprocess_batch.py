@@ -1,0 +1,12 @@
+"""Snakemake adapter: preprocess one batch of runs (rule preprocess_batch)."""
+
+import logging
+
+from brainscale.preprocessing.batch import preprocess_batch
+from brainscale.preprocessing.discovery import load_participants
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log = logging.getLogger("preprocess_batch").info
+participants = load_participants(snakemake.params.participants, snakemake.params.phenotypes).index
+preprocess_batch(snakemake.params.runs, snakemake.params.atlases, snakemake.params.settings, snakemake.output[0],
+                 space=snakemake.params.space, participants=participants, log=log)
