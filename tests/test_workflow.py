@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainscale.cli import main
@@ -27,6 +28,19 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     for relative in runs["bold"]:
         assert (dataset / "fmriprep" / relative).is_file()
     assert (tmp_path / "logs" / "simulate" / "simulate_derivatives.log").read_text().strip()
+    # Preprocessing: every run has a QC row; included runs have their matrix; the bad ones are out.
+    qc = pd.read_csv(tmp_path / "results" / "qc" / "runs.tsv", sep="\t")
+    assert len(qc) == len(runs)
+    assert (tmp_path / "results" / "qc" / "runs.png").stat().st_size > 10_000
+    matrices = sorted((tmp_path / "results" / "preprocess").glob("batch-*/*_desc-clean_timeseries.npz"))
+    assert len(matrices) == int(qc["included"].sum()) > 0
+    bad = runs["high_motion"] | runs["short"]
+    assert not qc.set_index("run_id").loc[[Path(b).name.split("_space-")[0] for b in runs.loc[bad, "bold"]],
+                                          "included"].any()
+    mapping = np.load(tmp_path / "results" / "preprocess" / "network_mapping.npz")
+    assert mapping["network_map_schaefer400_7n"].shape == (400,)
+    phenotypes = pd.read_csv(tmp_path / "results" / "preprocess" / "phenotypes.tsv", sep="\t")
+    assert list(phenotypes.columns) == ["participant_id", "sex", "age", "fluid_intelligence"]
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0

@@ -74,7 +74,7 @@ def _read_label_table(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: the label table needs columns 'index' and 'name' (found "
                          f"{', '.join(map(str, table.columns))}).")
     if table["index"].duplicated().any():
-        raise InputError(f"{path}: label index repeated: {sorted(table['index'][table['index'].duplicated()])}.")
+        raise InputError(f"{path}: label index repeated: {sorted(set(table['index'][table['index'].duplicated()].tolist()))}.")
     return table
 
 
@@ -142,7 +142,7 @@ def load_atlas_set(specs: dict) -> AtlasSet:
         table = _read_label_table(table_path)
         present = np.unique(np.asarray(image.dataobj)).astype(int)
         present = present[present != 0]
-        missing = sorted(set(present) - set(table["index"]))
+        missing = sorted(int(v) for v in set(present) - set(table["index"]))
         if missing:
             raise InputError(f"{image_path}: label values {missing[:10]} are in the image but not in "
                              f"{table_path.name}. Use the label table that belongs to this image.")
