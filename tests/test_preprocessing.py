@@ -418,3 +418,88 @@ def test_subject_missing_from_participants_is_kept_with_a_note(derivatives_copy,
     notes = qc["note"].fillna("")
     assert notes[notes.index.str.startswith("sub-0002")].str.contains("not in participants.tsv").all()
     assert (notes[~notes.index.str.startswith("sub-0002")] == "").all()
+
+
+# --- surface and XCP-D inputs ----------------------------------------------------------------
+
+def _write_surface_run(tiny_dataset: Path, folder: Path, volume_run, atlas_set, with_volume: bool):
+    """A fake fsaverage5 run whose parcel signals are the volume run's cortical parcel means."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image, data = load_bold(volume_run.bold)
+    voxels, weights = parcellation_weights(atlas_set, image, bold_space=SPACE)
+    cortical = parcellate(data, voxels, weights)[:, :400]  # channel order
+    n_vertices, rng = 10242, np.random.default_rng(0)
+    stem = volume_run.run_id
+    atlas_files = {}
+    for side, hemi, offset in (("left", "L", 0), ("right", "R", 200)):
+        names = ["???"] + atlas_set.names["cortical"][offset:offset + 200]  # 0 is the medial wall
+        labels = np.concatenate([np.zeros(242, int), np.repeat(np.arange(1, 201), 50)])
+        rng.shuffle(labels)
+        annot = folder / f"{hemi.lower()}h.Schaefer400_7Networks.annot"
+        colours = np.column_stack([rng.integers(0, 255, (201, 3)), np.zeros(201, int)])
+        nib.freesurfer.write_annot(str(annot), labels, colours, names, fill_ctab=True)
+        atlas_files[side] = str(annot)
+        series = np.zeros((n_vertices, len(cortical)), np.float32)
+        inside = labels > 0
+        series[inside] = cortical[:, offset + labels[inside] - 1].T + rng.normal(0, 5, (inside.sum(), len(cortical)))
+        arrays = [nib.gifti.GiftiDataArray(series[:, t], intent="NIFTI_INTENT_TIME_SERIES", datatype="NIFTI_TYPE_FLOAT32",
+                                           meta={"TimeStep": str(1000 * float(image.header.get_zooms()[3]))})
+                  for t in range(series.shape[1])]
+        name = f"{stem}_hemi-{hemi}_space-fsaverage5_bold.func.gii"
+        nib.save(nib.GiftiImage(darrays=arrays), folder / name)
+        shutil.copy(volume_run.sidecar, folder / name.replace(".func.gii", ".json"))
+    for source in (volume_run.confounds, volume_run.confounds.replace(".tsv", ".json")):
+        shutil.copy(source, folder / Path(source).name)
+    if with_volume:
+        for source in (volume_run.bold, volume_run.sidecar):
+            shutil.copy(source, folder / Path(source).name)
+    return atlas_files
+
+
+@pytest.mark.parametrize("with_volume", [True, False])
+def test_surface_runs(tiny_dataset, atlas_set, processed, tmp_path, with_volume):
+    volume_run = runs_of(tiny_dataset)[1]
+    func = tmp_path / "fmriprep" / volume_run.participant_id / "func"
+    surface = _write_surface_run(tiny_dataset, func, volume_run, atlas_set, with_volume)
+    runs = find_runs(tmp_path / "fmriprep", space=SPACE, task="rest", kind="surface")
+    assert len(runs) == 1 and runs[0].kind == "surface" and (runs[0].bold is not None) == with_volume
+    surface_atlases = load_atlas_set(atlas_specs(tiny_dataset), surface)
+    assert surface_atlases.names["cortical"] == atlas_set.names["cortical"]
+    result = preprocess_run(runs[0], ParcellationCache(surface_atlases, SPACE), SETTINGS)
+    assert result.qc["included"], result.qc["reason"]
+    expected = processed[volume_run.run_id][1].timeseries
+    agreement = np.mean([np.corrcoef(result.timeseries[c], expected[c])[0, 1] for c in range(400)])
+    assert agreement > 0.9
+    missing = result.channel_missing
+    assert not missing[:400].any()
+    assert missing[400:].all() != with_volume
+    if with_volume:
+        np.testing.assert_allclose(result.timeseries[400:], expected[400:], atol=1e-4)
+    else:
+        assert np.all(result.timeseries[400:] == 0)
+
+
+def test_xcpd_tables(tiny_dataset, atlas_set, processed, tmp_path):
+    volume_run = runs_of(tiny_dataset)[1]
+    image, data = load_bold(volume_run.bold)
+    voxels, weights = parcellation_weights(atlas_set, image, bold_space=SPACE)
+    table, confounds, kept = _load_confounds(volume_run, data.shape[3], SETTINGS["denoise"])
+    start = _leading_dummies(table)
+    cleaned = regress_confounds(parcellate(data, voxels, weights)[start:], confounds[start:], kept[start:])
+    func = tmp_path / "xcp_d" / volume_run.participant_id / "func"
+    func.mkdir(parents=True)
+    names = atlas_set.names["cortical"] + atlas_set.names["subcortical"]  # no cerebellar table
+    frame = pd.DataFrame(cleaned[:, :450], columns=names)
+    tr = float(image.header.get_zooms()[3])
+    for seg, columns in (("4S400Parcels", names[:400]), ("Tian", names[400:])):
+        path = func / f"{volume_run.run_id}_space-{SPACE}_seg-{seg}_stat-mean_timeseries.tsv"
+        frame[columns].to_csv(path, sep="\t", index=False)
+        path.with_suffix(".json").write_text(json.dumps({"SamplingFrequency": 1.0 / tr}))
+    runs = find_runs(tmp_path / "xcp_d", space=SPACE, task="rest", kind="xcpd", segmentations=["4S400Parcels", "Tian"])
+    assert len(runs) == 1 and len(runs[0].tables) == 2
+    result = preprocess_run(runs[0], ParcellationCache(atlas_set, SPACE), SETTINGS)
+    assert result.qc["included"] and result.qc["source_tr"] == pytest.approx(tr)
+    assert result.channel_missing[450:].all() and not result.channel_missing[:450].any()
+    expected = processed[volume_run.run_id][1].timeseries
+    agreement = np.mean([np.corrcoef(result.timeseries[c], expected[c])[0, 1] for c in range(450)])
+    assert agreement > 0.99

@@ -133,7 +133,8 @@ def resolve_inputs(config: dict) -> dict:
     Returns
     -------
     dict
-        ``{"derivatives": str, "participants": str, "atlases": {kind: {"image", "labels"}}}``
+        ``{"derivatives": str, "participants": str, "atlases": {kind: {"image", "labels"}},
+        "surface": {"left", "right"} or None}``
     """
     simulate = config["simulate"]
     data = config["data"]
@@ -153,13 +154,26 @@ def resolve_inputs(config: dict) -> dict:
         entry = {}
         for part in ("image", "labels"):
             value = config["atlases"][kind][part] or default_atlases.get(kind, {}).get(part)
+            if value is None and kind == "cortical" and data["input"] == "surface":
+                entry[part] = None  # the surface atlas gives the cortex
+                continue
             if value is None:
                 raise ConfigError(f"config key 'atlases.{kind}.{part}' is not set and simulate.enabled is false: "
                                   "set it to the atlas file (NIfTI image, TSV label table with index and name).")
             entry[part] = str(value)
         atlases[kind] = entry
     participants = data["participants"] or str(Path(derivatives) / "participants.tsv")
-    return {"derivatives": str(derivatives), "participants": participants, "atlases": atlases}
+    surface = None
+    if data["input"] == "surface":
+        surface = config["atlases"]["surface"]
+        if not (surface["left"] and surface["right"]):
+            raise ConfigError("config key 'atlases.surface': data.input is surface, so set atlases.surface.left and "
+                              ".right to the Schaefer atlas of each hemisphere (.annot or .label.gii).")
+        surface = dict(surface)
+    if data["input"] == "xcpd" and not data["xcpd_segmentations"]:
+        raise ConfigError("config key 'data.xcpd_segmentations': data.input is xcpd, so list the seg- labels of "
+                          "the XCP-D tables to read (e.g. [4S456Parcels]).")
+    return {"derivatives": str(derivatives), "participants": participants, "atlases": atlases, "surface": surface}
 
 
 def load_config(path: str | Path) -> dict:

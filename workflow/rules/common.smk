@@ -14,7 +14,9 @@ except ConfigError as error:
 
 SIMULATION_DIR = Path(config["simulate"]["output_dir"])
 INPUTS = resolve_inputs(config)
-ATLAS_FILES = [INPUTS["atlases"][k][p] for k in ("cortical", "subcortical", "cerebellar") for p in ("image", "labels")]
+ATLAS_FILES = [INPUTS["atlases"][k][p] for k in ("subcortical", "cerebellar") for p in ("image", "labels")]
+ATLAS_FILES += list(INPUTS["surface"].values()) if INPUTS["surface"] else [
+    INPUTS["atlases"]["cortical"]["image"], INPUTS["atlases"]["cortical"]["labels"]]
 PREPROCESS_DIR = Path("results/preprocess")
 _RUNS_CACHE = {}
 
@@ -37,7 +39,9 @@ def get_runs():
     if "runs" not in _RUNS_CACHE:
         data = config["data"]
         _RUNS_CACHE["runs"] = find_runs(INPUTS["derivatives"], space=data["space"], task=data["task"],
-                                        res=data["res"], sessions=data["sessions"], runs=data["runs"])
+                                        res=data["res"], sessions=data["sessions"], runs=data["runs"],
+                                        kind=data["input"], surface_space=data["surface_space"],
+                                        segmentations=data["xcpd_segmentations"])
         if not _RUNS_CACHE["runs"]:
             raise WorkflowError(f"No run in {INPUTS['derivatives']} matches space-{data['space']}, "
                                 f"task-{data['task']}: check data.space, data.task, data.res and the filters.")
@@ -75,8 +79,9 @@ def get_batch_inputs(wildcards):
         return get_dataset_files()
     files = []
     for run in get_batch_runs(wildcards):
-        files.append(run.bold)
-        files.extend(p for p in (run.sidecar, run.confounds) if p and Path(p).exists())
+        files.extend(run.surfaces or ())
+        files.extend(run.tables or ())
+        files.extend(p for p in (run.bold, run.sidecar, run.confounds) if p and Path(p).exists())
     return files
 
 

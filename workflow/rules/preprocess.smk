@@ -12,6 +12,7 @@ rule preprocess_batch:
     params:
         runs=get_batch_runs,
         atlases=INPUTS["atlases"],
+        surface=INPUTS["surface"],
         settings=config["preprocess"],
         space=config["data"]["space"],
         phenotypes=config["data"]["phenotypes"],
@@ -35,6 +36,7 @@ rule network_mapping:
         channels="results/preprocess/channels.tsv",
     params:
         atlases=INPUTS["atlases"],
+        surface=INPUTS["surface"],
     conda:
         "../../envs/brainscale.yaml"
     log:

@@ -9,4 +9,4 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asc
 log = logging.getLogger("preprocess_batch").info
 participants = load_participants(snakemake.params.participants, snakemake.params.phenotypes).index
 preprocess_batch(snakemake.params.runs, snakemake.params.atlases, snakemake.params.settings, snakemake.output[0],
-                 space=snakemake.params.space, participants=participants, log=log)
+                 space=snakemake.params.space, participants=participants, surface=snakemake.params.surface, log=log)

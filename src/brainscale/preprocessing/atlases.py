@@ -21,7 +21,7 @@ from scipy import sparse
 from .discovery import InputError
 
 __all__ = ["NETWORKS_7", "SCHAEFER400_7N_SIZES", "NETWORKS_17_TO_7", "AtlasSet", "load_atlas_set",
-           "network_mapping", "parcellation_weights"]
+           "read_surface_labels", "network_mapping", "parcellation_weights"]
 
 NETWORKS_7 = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 #: Parcels per 7-network in Schaefer-400, the reference's network sizes.
@@ -48,6 +48,7 @@ class AtlasSet:
     cortical_network_7: np.ndarray  # (n_cortical,) 0-6 per channel
     cortical_network_17: np.ndarray | None  # (n_cortical,) 0-16, when the atlas is in 17-network naming
     space: str | None
+    surface_channels: tuple | None = None  # (left, right) per-vertex cortical channel, -1 outside parcels
 
     @property
     def n_channels(self) -> int:
@@ -118,13 +119,53 @@ def _cortical_order(names: list[str], path: Path) -> tuple[np.ndarray, np.ndarra
     return order, network_7, None if network_17 is None else network_17[order]
 
 
-def load_atlas_set(specs: dict) -> AtlasSet:
+def read_surface_labels(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Per-vertex label values and ``{value: name}`` of a FreeSurfer ``.annot`` or a ``.label.gii``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: surface atlas not found. Set atlases.surface.left/right.")
+    if path.name.endswith(".annot"):
+        values, _, names = nib.freesurfer.read_annot(str(path))
+        return np.asarray(values), {i: (n.decode() if isinstance(n, bytes) else str(n)) for i, n in enumerate(names)}
+    if path.name.endswith(".label.gii"):
+        image = nib.load(path)
+        return np.asarray(image.darrays[0].data), dict(image.labeltable.get_labels_as_dict())
+    raise InputError(f"{path}: a surface atlas must be a FreeSurfer .annot or a GIFTI .label.gii file.")
+
+
+def _surface_cortex(surface: dict):
+    """Cortical names in 7-network order and each hemisphere's vertex -> channel map."""
+    hemispheres = []
+    names: list[str] = []
+    for side in ("left", "right"):
+        values, table = read_surface_labels(surface[side])
+        schaefer = {value: name for value, name in table.items() if _SCHAEFER.match(name)}
+        if not schaefer:
+            raise InputError(f"{surface[side]}: no Schaefer parcel names (e.g. 7Networks_LH_Vis_1) in the label table.")
+        hemispheres.append((values, schaefer))
+        names.extend(schaefer.values())
+    order, network_7, network_17 = _cortical_order(names, Path(surface["left"]))
+    ordered = [names[i] for i in order]
+    channel_of_name = {name: channel for channel, name in enumerate(ordered)}
+    maps = []
+    for values, schaefer in hemispheres:
+        lookup = np.full(int(max(values.max(), max(schaefer))) + 2, -1, dtype=np.int64)
+        for value, name in schaefer.items():
+            lookup[value] = channel_of_name[name]
+        maps.append(np.where(values >= 0, lookup[np.clip(values, 0, None)], -1))
+    return ordered, network_7, network_17, tuple(maps)
+
+
+def load_atlas_set(specs: dict, surface: dict | None = None) -> AtlasSet:
     """Load and check the cortical, subcortical and cerebellar atlases.
 
     Parameters
     ----------
     specs : dict
         ``{kind: {"image": path, "labels": path}}`` for kinds cortical, subcortical, cerebellar.
+    surface : dict, optional
+        ``{"left": path, "right": path}`` surface atlases (``.annot`` or ``.label.gii``) with
+        Schaefer names; when given, they define the cortical channels instead of the volume.
 
     Raises
     ------
@@ -135,6 +176,8 @@ def load_atlas_set(specs: dict) -> AtlasSet:
     images, labels, names, spaces = {}, {}, {}, {}
     network_7 = network_17 = None
     for kind in ("cortical", "subcortical", "cerebellar"):
+        if kind == "cortical" and surface is not None:
+            continue
         image_path, table_path = Path(specs[kind]["image"]), Path(specs[kind]["labels"])
         if not image_path.is_file():
             raise InputError(f"{image_path}: atlas image not found. Set atlases.{kind}.image.")
@@ -157,8 +200,13 @@ def load_atlas_set(specs: dict) -> AtlasSet:
     named = {space for space in spaces.values() if space}
     if len(named) > 1:
         raise InputError(f"atlases are in different spaces ({spaces}). Use atlases of one template space.")
+    surface_channels = None
+    if surface is not None:
+        cortical_names, network_7, network_17, surface_channels = _surface_cortex(surface)
+        names["cortical"] = cortical_names
+        labels["cortical"] = np.arange(1, len(cortical_names) + 1)
     return AtlasSet(images=images, labels=labels, names=names, cortical_network_7=network_7,
-                    cortical_network_17=network_17, space=next(iter(named), None))
+                    cortical_network_17=network_17, space=next(iter(named), None), surface_channels=surface_channels)
 
 
 def network_mapping(atlases: AtlasSet) -> dict:
@@ -209,6 +257,9 @@ def parcellation_weights(atlases: AtlasSet, reference, *, bold_space: str | None
     columns, rows = [], []
     channel = 0
     for kind in ("cortical", "subcortical", "cerebellar"):
+        if kind not in atlases.images:  # cortex from the surface: no volumetric channels
+            channel += len(atlases.labels[kind])
+            continue
         image = atlases.images[kind]
         if not _same_grid(image, reference):
             image = resample_to_img(image, nib.Nifti1Image(np.zeros(grid_shape, np.int8), reference.affine),

@@ -22,7 +22,8 @@ def _brain_mask_of(bold: str) -> str:
 
 
 def preprocess_batch(runs: list[Run], atlas_specs: dict, settings: dict, output_dir: str | Path, *,
-                     space: str | None, participants: pd.Index | None = None, log=print) -> pd.DataFrame:
+                     space: str | None, participants: pd.Index | None = None, surface: dict | None = None,
+                     log=print) -> pd.DataFrame:
     """Preprocess ``runs`` into ``output_dir`` (written atomically).
 
     A run whose files are bad, or that fails QC, is excluded: it gets a QC row with the
@@ -32,18 +33,21 @@ def preprocess_batch(runs: list[Run], atlas_specs: dict, settings: dict, output_
     -------
     pandas.DataFrame
         The QC table (also written as ``qc.tsv`` in ``output_dir``).
+
+    ``surface`` (``{"left", "right"}`` atlas files) is required for surface runs.
     """
-    atlases = load_atlas_set(atlas_specs)
+    atlases = load_atlas_set(atlas_specs, surface)
     cache = ParcellationCache(atlases, space)
     rows = []
     with atomic_directory(output_dir, overwrite=True) as folder:
         for run in runs:
             try:
-                result = preprocess_run(run, cache, settings, participants, brain_mask_path=_brain_mask_of(run.bold))
+                mask = _brain_mask_of(run.bold) if run.bold else None
+                result = preprocess_run(run, cache, settings, participants, brain_mask_path=mask)
             except InputError as error:
                 log(f"EXCLUDED {run.run_id}: {error}")
                 rows.append({"run_id": run.run_id, "participant_id": run.participant_id,
-                             "session": run.session or "n/a", "source": run.bold, "included": False,
+                             "session": run.session or "n/a", "source": run.source, "included": False,
                              "exclusion": "input_error", "reason": str(error), "note": ""})
                 continue
             if result.qc["note"]:
@@ -59,9 +63,10 @@ def preprocess_batch(runs: list[Run], atlas_specs: dict, settings: dict, output_
     return table
 
 
-def write_network_mapping(atlas_specs: dict, npz_path: str | Path, channels_path: str | Path) -> None:
+def write_network_mapping(atlas_specs: dict, npz_path: str | Path, channels_path: str | Path,
+                          surface: dict | None = None) -> None:
     """Write ``network_mapping.npz`` (reference keys) and a channel table for the atlases."""
-    atlases = load_atlas_set(atlas_specs)
+    atlases = load_atlas_set(atlas_specs, surface)
     npz_path, channels_path = Path(npz_path), Path(channels_path)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = npz_path.with_name(npz_path.name + ".partial.npz")

@@ -28,14 +28,32 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One volumetric BOLD run and its companion files (paths may not exist)."""
+    """One run and its companion files (paths may not exist).
 
-    run_id: str  # sub-<l>[_ses-<l>]_task-<l>[_acq-..][_run-<i>]: the run's entities before space
+    ``kind`` says where its cortical signal comes from: a volumetric ``bold`` image, a pair of
+    fMRIPrep surface files (``surfaces``, left then right; ``bold`` is then the run's volumetric
+    image if there is one, for the subcortical and cerebellar channels), or XCP-D parcellated
+    ``tables``.
+    """
+
+    run_id: str  # sub-<l>[_ses-<l>]_task-<l>[_acq-..][_run-<i>]: the run's entities before hemi/space
     participant_id: str  # sub-<l>
     session: str | None
-    bold: str
-    sidecar: str
+    bold: str | None
+    sidecar: str  # the JSON sidecar that gives the TR
     confounds: str | None  # None when neither confounds naming is present
+    kind: str = "volume"
+    surfaces: tuple | None = None
+    tables: tuple | None = None
+
+    @property
+    def source(self) -> str:
+        """The file the run's cortical signal is read from."""
+        if self.kind == "surface":
+            return self.surfaces[0]
+        if self.kind == "xcpd":
+            return self.tables[0]
+        return self.bold
 
 
 def _func_dirs(derivatives: Path):
@@ -55,19 +73,24 @@ def _func_dirs(derivatives: Path):
 
 
 def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None = None,
-              sessions: list[str] | None = None, runs: list[str] | None = None) -> list[Run]:
-    """List the volumetric preprocessed BOLD runs of an fMRIPrep derivatives folder.
+              sessions: list[str] | None = None, runs: list[str] | None = None, kind: str = "volume",
+              surface_space: str = "fsaverage5", segmentations: list[str] | None = None) -> list[Run]:
+    """List the runs of an fMRIPrep (or XCP-D) derivatives folder.
 
     Parameters
     ----------
     derivatives : str or Path
-        The fMRIPrep output folder (holding ``sub-*``).
+        The output folder (holding ``sub-*``).
     space, task : str
-        Entities the runs must carry.
+        Entities the volumetric runs must carry (for XCP-D tables, the tables' space).
     res : str, optional
         The ``res`` entity to take; when None, a run present at several resolutions is an error.
     sessions, runs : list of str, optional
         Keep only these session labels / run indices.
+    kind : {"volume", "surface", "xcpd"}
+        ``volume``: ``*_space-<space>[_res-<r>]_desc-preproc_bold.nii.gz``;
+        ``surface``: ``*_hemi-L_space-<surface_space>_bold.func.gii`` with its ``hemi-R`` twin;
+        ``xcpd``: ``*_space-<space>_seg-<seg>_stat-mean_timeseries.tsv`` for every seg in ``segmentations``.
 
     Returns
     -------
@@ -75,36 +98,83 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
     """
     derivatives = Path(derivatives)
     if not derivatives.is_dir():
-        raise InputError(f"{derivatives}: the fMRIPrep derivatives folder does not exist. "
+        raise InputError(f"{derivatives}: the derivatives folder does not exist. "
                          "Set data.derivatives to the folder that holds the sub-* directories.")
+    if kind not in ("volume", "surface", "xcpd"):
+        raise ValueError(f"kind must be volume, surface or xcpd, received {kind!r}")
+    if kind == "xcpd" and not segmentations:
+        raise InputError("XCP-D input needs data.xcpd_segmentations (the seg- labels of the tables to read).")
     wanted_runs = None if runs is None else {int(r) for r in runs}  # run-01 and run-1 are the same run
+
+    def wanted(entities: dict) -> bool:
+        return (entities.get("task") == task
+                and (sessions is None or entities.get("ses") in sessions)
+                and (wanted_runs is None or int(entities.get("run", 1)) in wanted_runs))
+
     found: dict[str, Run] = {}
     for func in _func_dirs(derivatives):
         names = set(os.listdir(func))
-        for name in sorted(names):
-            if not name.endswith(_BOLD_SUFFIX):
-                continue
-            entities = parse_bids_name(name)["entities"]
-            if entities.get("space") != space or entities.get("task") != task or "hemi" in entities:
-                continue
-            if res is not None and entities.get("res") != res:
-                continue
-            if sessions is not None and entities.get("ses") not in sessions:
-                continue
-            if wanted_runs is not None and int(entities.get("run", 1)) not in wanted_runs:
-                continue
-            run_id = name[: name.index("_space-")]
-            if run_id in found:
-                raise InputError(
-                    f"{func}: run {run_id} exists at several resolutions ({found[run_id].bold} and {name}). "
-                    "Set data.res to the one to use.")
+        volumes = _volumes_in(func, names, space, res, wanted)
+        for run_id, bold in volumes.items():
             confounds = next((c for c in (run_id + s for s in _CONFOUNDS_SUFFIXES) if c in names), None)
-            found[run_id] = Run(
-                run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                bold=os.path.join(func, name), sidecar=os.path.join(func, name[: -len(".nii.gz")] + ".json"),
-                confounds=os.path.join(func, confounds) if confounds else None,
-            )
+            entities = parse_bids_name(Path(bold).name)["entities"]
+            common = dict(run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+                          confounds=os.path.join(func, confounds) if confounds else None)
+            if kind == "volume":
+                found[run_id] = Run(bold=bold, sidecar=bold[: -len(".nii.gz")] + ".json", **common)
+        if kind == "surface":
+            for name in sorted(names):
+                if not name.endswith(f"_hemi-L_space-{surface_space}_bold.func.gii"):
+                    continue
+                entities = parse_bids_name(name)["entities"]
+                right = name.replace("_hemi-L_", "_hemi-R_")
+                if not wanted(entities) or right not in names:
+                    continue
+                run_id = name[: name.index("_hemi-")]
+                confounds = next((c for c in (run_id + s for s in _CONFOUNDS_SUFFIXES) if c in names), None)
+                found[run_id] = Run(
+                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+                    bold=volumes.get(run_id), sidecar=os.path.join(func, name.replace(".func.gii", ".json")),
+                    confounds=os.path.join(func, confounds) if confounds else None, kind="surface",
+                    surfaces=(os.path.join(func, name), os.path.join(func, right)))
+        elif kind == "xcpd":
+            tables: dict[str, dict] = {}
+            for name in sorted(names):
+                if not name.endswith("_stat-mean_timeseries.tsv") or "_seg-" not in name:
+                    continue
+                entities = parse_bids_name(name)["entities"]
+                if entities.get("space") != space or entities.get("seg") not in segmentations or not wanted(entities):
+                    continue
+                tables.setdefault(name[: name.index("_space-")], {})[entities["seg"]] = os.path.join(func, name)
+            for run_id, by_seg in tables.items():
+                if set(by_seg) != set(segmentations):
+                    continue
+                entities = parse_bids_name(Path(by_seg[segmentations[0]]).name)["entities"]
+                ordered = tuple(by_seg[seg] for seg in segmentations)
+                found[run_id] = Run(
+                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+                    bold=None, sidecar=ordered[0][: -len(".tsv")] + ".json", confounds=None, kind="xcpd",
+                    tables=ordered)
     return [found[key] for key in sorted(found)]
+
+
+def _volumes_in(func: str, names: set, space: str, res: str | None, wanted) -> dict:
+    """run_id -> path of the volumetric preprocessed BOLD runs of one func folder."""
+    volumes: dict[str, str] = {}
+    for name in sorted(names):
+        if not name.endswith(_BOLD_SUFFIX):
+            continue
+        entities = parse_bids_name(name)["entities"]
+        if entities.get("space") != space or "hemi" in entities or not wanted(entities):
+            continue
+        if res is not None and entities.get("res") != res:
+            continue
+        run_id = name[: name.index("_space-")]
+        if run_id in volumes:
+            raise InputError(f"{func}: run {run_id} exists at several resolutions ({Path(volumes[run_id]).name} "
+                             f"and {name}). Set data.res to the one to use.")
+        volumes[run_id] = os.path.join(func, name)
+    return volumes
 
 
 def read_repetition_time(bold: str | Path, sidecar: str | Path, header_tr: float | None) -> float:
@@ -117,9 +187,12 @@ def read_repetition_time(bold: str | Path, sidecar: str | Path, header_tr: float
     sidecar_tr = None
     if sidecar.is_file():
         try:
-            sidecar_tr = json.loads(sidecar.read_text()).get("RepetitionTime")
+            payload = json.loads(sidecar.read_text())
         except json.JSONDecodeError as error:
             raise InputError(f"{sidecar}: not valid JSON ({error}). Repair or remove the sidecar.") from None
+        sidecar_tr = payload.get("RepetitionTime")
+        if sidecar_tr is None and isinstance(payload.get("SamplingFrequency"), (int, float)):
+            sidecar_tr = 1.0 / payload["SamplingFrequency"]  # how parcellated time-series sidecars state it
     if sidecar_tr is None and header_tr is None:
         raise InputError(f"{bold}: no RepetitionTime in {sidecar.name} and none in the NIfTI header. "
                          "Add RepetitionTime (seconds) to the JSON sidecar.")

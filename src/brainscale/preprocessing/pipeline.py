@@ -24,8 +24,8 @@ from .atlases import AtlasSet, parcellation_weights
 from .discovery import InputError, Run, read_repetition_time
 from .temporal import band_pass, interpolate_censored, regress_confounds, resample_to_tr, zscore
 
-__all__ = ["RunResult", "load_bold", "parcellate", "ParcellationCache", "preprocess_run", "write_run",
-           "QC_COLUMNS"]
+__all__ = ["RunResult", "load_bold", "load_func_gifti", "parcellate", "ParcellationCache", "preprocess_run",
+           "write_run", "QC_COLUMNS"]
 
 QC_COLUMNS = ["run_id", "participant_id", "session", "source", "source_tr", "n_volumes_in", "n_dummy",
               "mean_fd", "fraction_high_motion", "fraction_scrubbed", "duration_s", "n_volumes_out",
@@ -97,6 +97,89 @@ class ParcellationCache:
         return self._cache[key]
 
 
+def load_func_gifti(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """(n_vertices, T) data of an fMRIPrep ``.func.gii`` and its TR from the ``TimeStep`` metadata (ms)."""
+    path = Path(path)
+    try:
+        image = nib.load(path)
+        data = np.column_stack([np.asarray(array.data, dtype=np.float64) for array in image.darrays])
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found. Restore it from the fMRIPrep output.") from None
+    except Exception as error:
+        raise InputError(f"{path}: not a readable GIFTI time series ({error}). Re-export it from fMRIPrep.") from None
+    if data.ndim != 2 or data.shape[1] < 2:
+        raise InputError(f"{path}: {data.shape[1] if data.ndim == 2 else 0} volumes; a time series is expected.")
+    step = image.darrays[0].meta.get("TimeStep")
+    return data, float(step) / 1000.0 if step else None
+
+
+def _volume_parcels(run: Run, cache: "ParcellationCache", brain_mask_path: str | None):
+    image, data = load_bold(run.bold)
+    voxels, weights = cache.weights_for(image, brain_mask_path)
+    return parcellate(data, voxels, weights), image.header.get_zooms()[3], np.ones(cache.atlases.n_channels, bool)
+
+
+def _surface_parcels(run: Run, cache: "ParcellationCache", brain_mask_path: str | None):
+    """Cortex from the two surface files, subcortex and cerebellum from the volumetric run if any."""
+    atlases = cache.atlases
+    n_cortical = len(atlases.labels["cortical"])
+    series, steps = [], []
+    for path, channel_of_vertex in zip(run.surfaces, atlases.surface_channels):
+        data, step = load_func_gifti(path)
+        if len(data) != len(channel_of_vertex):
+            raise InputError(f"{path}: {len(data)} vertices but the surface atlas has {len(channel_of_vertex)}. "
+                             "Use an atlas on the same surface (e.g. fsaverage5 for space-fsaverage5).")
+        series.append(data)
+        steps.append(step)
+    if series[0].shape[1] != series[1].shape[1]:
+        raise InputError(f"{run.surfaces[1]}: {series[1].shape[1]} volumes but the left hemisphere has "
+                         f"{series[0].shape[1]}. Use the two files of one run.")
+    n_volumes = series[0].shape[1]
+    values = np.concatenate(series)  # (vertices, T)
+    channels = np.concatenate(atlases.surface_channels)
+    inside = channels >= 0
+    finite = np.isfinite(values[inside]).all(axis=1)
+    weights = sparse.csr_matrix((finite.astype(np.float64), (channels[inside], np.arange(inside.sum()))),
+                                shape=(n_cortical, int(inside.sum())))
+    coverage = np.asarray(weights.sum(axis=1)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cortex = (weights @ np.nan_to_num(values[inside])) / coverage[:, None]
+    parcels = np.full((n_volumes, atlases.n_channels), np.nan)
+    parcels[:, :n_cortical] = cortex.T
+    provided = np.zeros(atlases.n_channels, dtype=bool)
+    provided[:n_cortical] = True
+    if run.bold is not None and os.path.isfile(run.bold):
+        volume, _, _ = _volume_parcels(run, cache, brain_mask_path)
+        if len(volume) != n_volumes:
+            raise InputError(f"{run.bold}: {len(volume)} volumes but the surface files have {n_volumes}. "
+                             "Use the volumetric output of the same run.")
+        parcels[:, n_cortical:] = volume[:, n_cortical:]
+        provided[n_cortical:] = True
+    return parcels, steps[0], provided
+
+
+def _xcpd_parcels(run: Run, atlases: AtlasSet) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of XCP-D's parcellated tables matched to the channels by label name, and which matched."""
+    columns: dict = {}
+    lengths = set()
+    for path in run.tables:
+        try:
+            table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+        except Exception as error:
+            raise InputError(f"{path}: not a readable XCP-D time-series table ({error}).") from None
+        lengths.add(len(table))
+        columns.update({str(name): table[name].to_numpy(dtype=np.float64) for name in table.columns})
+    if len(lengths) > 1:
+        raise InputError(f"{run.tables[0]}: the tables of run {run.run_id} differ in length {sorted(lengths)}.")
+    names = [name for kind in ("cortical", "subcortical", "cerebellar") for name in atlases.names[kind]]
+    if not any(name in columns for name in names):
+        raise InputError(f"{run.tables[0]}: no column matches an atlas label name (e.g. {names[0]}). "
+                         "Use label tables whose names are the XCP-D column names.")
+    n_volumes = lengths.pop()
+    provided = np.array([name in columns for name in names])
+    return np.column_stack([columns.get(name, np.full(n_volumes, np.nan)) for name in names]), provided
+
+
 def _leading_dummies(table: pd.DataFrame) -> int:
     flagged = table.filter(like="non_steady_state_outlier").to_numpy().sum(axis=1) > 0
     count = 0
@@ -110,9 +193,8 @@ def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFra
     from nilearn.interfaces.fmriprep import load_confounds_strategy
 
     if run.confounds is None or not os.path.isfile(run.confounds):
-        stem = Path(run.bold).name.split("_space-")[0]
-        raise InputError(f"{run.bold}: no confounds file beside it (expected {stem}_desc-confounds_timeseries.tsv "
-                         "or the older _desc-confounds_regressors.tsv). Copy it from the fMRIPrep output.")
+        raise InputError(f"{run.source}: no confounds file beside it (expected {run.run_id}_desc-confounds_timeseries"
+                         ".tsv or the older _desc-confounds_regressors.tsv). Copy it from the fMRIPrep output.")
     table = pd.read_csv(run.confounds, sep="\t", na_values=["n/a"])
     if len(table) != n_volumes:
         raise InputError(f"{run.confounds}: {len(table)} rows but the image has {n_volumes} volumes. "
@@ -121,7 +203,8 @@ def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFra
     with warnings.catch_warnings():
         # nilearn warns about options the strategy ignores; the config documents them.
         warnings.simplefilter("ignore")
-        selected, sample_mask = load_confounds_strategy(run.bold, denoise_strategy=denoise["strategy"], **options)
+        images = list(run.surfaces) if run.kind == "surface" else run.bold
+        selected, sample_mask = load_confounds_strategy(images, denoise_strategy=denoise["strategy"], **options)
     kept = np.zeros(n_volumes, dtype=bool)
     kept[np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)] = True
     return table, selected.to_numpy(dtype=np.float64), kept
@@ -148,22 +231,34 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
         When the run's files are missing, unreadable or inconsistent.
     """
     qc = {"run_id": run.run_id, "participant_id": run.participant_id, "session": run.session or "n/a",
-          "source": run.bold, "note": ""}
-    image, data = load_bold(run.bold)
-    n_volumes = data.shape[3]
-    source_tr = read_repetition_time(run.bold, run.sidecar, image.header.get_zooms()[3])
-    table, confounds, kept = _load_confounds(run, n_volumes, settings["denoise"])
-    voxels, weights = cache.weights_for(image, brain_mask_path)
-    parcels = parcellate(data, voxels, weights)
+          "source": run.source, "note": ""}
+    if run.kind == "xcpd":  # already denoised by XCP-D: no confounds, nothing censored here
+        parcels, provided = _xcpd_parcels(run, cache.atlases)
+        source_tr = read_repetition_time(run.source, run.sidecar, None)
+        table = pd.DataFrame(index=range(len(parcels)))
+        confounds, kept = np.zeros((len(parcels), 0)), np.ones(len(parcels), dtype=bool)
+    else:
+        extract = _surface_parcels if run.kind == "surface" else _volume_parcels
+        parcels, header_tr, provided = extract(run, cache, brain_mask_path)
+        source_tr = read_repetition_time(run.source, run.sidecar, header_tr)
+        table, confounds, kept = _load_confounds(run, len(parcels), settings["denoise"])
+    n_volumes = len(parcels)
 
     dummies = _leading_dummies(table)
     parcels, confounds, kept = parcels[dummies:], confounds[dummies:], kept[dummies:]
     fd = table["framewise_displacement"].to_numpy(dtype=float)[dummies:] if "framewise_displacement" in table \
         else np.full(len(kept), np.nan)
+    # A channel the input does not provide (surface run without a volume, XCP-D table without the
+    # label) is missing by design: masked downstream, never a QC failure.
+    parcels[:, ~provided] = 0.0
     empty = np.isnan(parcels).all(axis=0)
     parcels[:, empty] = 0.0
+    partial = ~np.isfinite(parcels).all(axis=1)  # volumes with a NaN somewhere are censored
+    if partial.any():
+        kept = kept & ~partial
+        parcels = np.nan_to_num(parcels)
     if kept.sum() <= confounds.shape[1] + 1:
-        raise InputError(f"{run.bold}: {kept.sum()} volumes survive censoring, too few for "
+        raise InputError(f"{run.source}: {kept.sum()} volumes survive censoring, too few for "
                          f"{confounds.shape[1]} confounds. Exclude the run or use a lighter denoising strategy.")
     cleaned = interpolate_censored(regress_confounds(parcels, confounds, kept), kept)
     resampled = resample_to_tr(cleaned, source_tr, settings["target_tr"])
@@ -172,12 +267,12 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     else:
         filtered = resampled
     scored, constant = zscore(filtered)
-    constant &= ~empty
+    constant &= ~empty & provided
 
     thresholds = settings["qc"]
     qc.update({
         "source_tr": source_tr, "n_volumes_in": n_volumes, "n_dummy": dummies,
-        "mean_fd": float(np.nanmean(fd)) if np.isfinite(fd).any() else float("nan"),
+        "mean_fd": float(np.nanmean(fd)) if np.isfinite(fd).any() else float("nan"),  # NaN never fails QC
         "fraction_high_motion": float(np.mean(np.nan_to_num(fd) > thresholds["fd_threshold"])),
         "fraction_scrubbed": float(1.0 - kept.mean()), "duration_s": float(len(kept) * source_tr),
         "n_volumes_out": int(len(scored)), "n_empty_rois": int(empty.sum()), "n_constant_rois": int(constant.sum()),
@@ -204,7 +299,7 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     qc["included"] = not reasons
     qc["exclusion"] = ",".join(code for code, _ in reasons)
     qc["reason"] = "; ".join(text for _, text in reasons)
-    return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant, qc=qc)
+    return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant | ~provided, qc=qc)
 
 
 def write_run(path: str | Path, result: RunResult, target_tr: float) -> None:
