@@ -12,6 +12,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/shards.smk"
 
 
 rule all:

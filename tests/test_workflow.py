@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,12 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     assert mapping["network_map_schaefer400_7n"].shape == (400,)
     phenotypes = pd.read_csv(tmp_path / "results" / "preprocess" / "phenotypes.tsv", sep="\t")
     assert list(phenotypes.columns) == ["participant_id", "sex", "age", "fluid_intelligence"]
+    # Shards and splits.
+    manifest = json.loads((tmp_path / "results" / "shards" / "manifest.json").read_text())
+    assert manifest["n_runs"] == len(matrices)
+    assert main(["verify", str(tmp_path / "results" / "shards")]) == 0
+    splits = pd.read_csv(tmp_path / "results" / "splits" / "summary.tsv", sep="\t", index_col="split")["subjects"]
+    assert splits["probe_test"] > 0 and splits["pretrain_pool"] >= 2
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0

@@ -25,6 +25,17 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from .shards.reader import verify_shards
+
+    problems = verify_shards(args.folder)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print(f"{args.folder}: every shard matches its manifest")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainscale", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--n-subjects", type=int, help="override simulate.n_subjects")
     simulate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     simulate.set_defaults(handler=_simulate)
+    verify = commands.add_parser("verify", help="check shards against their manifest's SHA-256 checksums",
+                                 description="Check every shard of a folder against manifest.json.")
+    verify.add_argument("folder", help="the shards folder (results/shards)")
+    verify.set_defaults(handler=_verify)
     return parser
 
 

@@ -95,5 +95,5 @@ def get_final_outputs():
     if is_simulated():
         targets.append(str(SIMULATION_DIR))
     targets += ["results/qc/runs.tsv", "results/qc/runs.png", str(PREPROCESS_DIR / "network_mapping.npz"),
-                str(PREPROCESS_DIR / "phenotypes.tsv")]
+                str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
     return targets

@@ -262,10 +262,10 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
                          f"{confounds.shape[1]} confounds. Exclude the run or use a lighter denoising strategy.")
     cleaned = interpolate_censored(regress_confounds(parcels, confounds, kept), kept)
     resampled = resample_to_tr(cleaned, source_tr, settings["target_tr"])
-    if len(resampled) >= 16:  # sosfiltfilt needs a few samples beyond its padding
-        filtered = band_pass(resampled, settings["target_tr"], settings["high_pass"], settings["low_pass"])
-    else:
-        filtered = resampled
+    if len(resampled) < 2:
+        raise InputError(f"{run.source}: {len(resampled)} volume(s) after resampling to TR {settings['target_tr']} s; "
+                         "the run is far too short to use.")
+    filtered = band_pass(resampled, settings["target_tr"], settings["high_pass"], settings["low_pass"])
     scored, constant = zscore(filtered)
     constant &= ~empty & provided
 

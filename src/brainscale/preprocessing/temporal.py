@@ -66,7 +66,9 @@ def band_pass(data: np.ndarray, repetition_time: float, high_pass: float, low_pa
         raise ValueError(f"need 0 < high_pass < low_pass < Nyquist ({nyquist:g} Hz), "
                          f"received {high_pass} and {low_pass}")
     sections = signal.butter(order, [high_pass, low_pass], btype="bandpass", fs=1.0 / repetition_time, output="sos")
-    return signal.sosfiltfilt(sections, data, axis=0)
+    # scipy's default edge padding, shortened for series too short for it (such runs fail QC anyway).
+    padlen = min(3 * (2 * len(sections) + 1), data.shape[0] - 1)
+    return signal.sosfiltfilt(sections, data, axis=0, padlen=padlen)
 
 
 def zscore(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
