@@ -1,10 +1,11 @@
 """One run from fMRIPrep derivatives to a (channels, T) network-ordered matrix at the target TR.
 
-Steps: load the 4-D image; read the TR; load confounds with nilearn's fMRIPrep
-interface; drop the non-steady-state volumes; average every atlas parcel in one pass
-over the data; regress the confounds (fitted on uncensored volumes); fill censored
-volumes by interpolation; resample to the target TR; band-pass; z-score each channel;
-measure quality and decide exclusion.
+Steps: load the 4-D image (or the two surface files, or XCP-D's parcellated tables);
+read the TR; load confounds with nilearn's fMRIPrep interface; drop the
+non-steady-state volumes; average every atlas parcel in one pass over the data;
+regress the confounds (fitted on uncensored volumes); fill censored volumes by
+interpolation; resample to the target TR; band-pass; z-score each channel; measure
+quality and decide exclusion.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ QC_COLUMNS = ["run_id", "participant_id", "session", "source", "source_tr", "n_v
 
 @dataclass
 class RunResult:
-    """The output of one run: its matrix (None when the run could not be processed) and QC row."""
+    """The output of one run: its matrix and its QC row."""
 
-    timeseries: np.ndarray | None  # (C, T) float32 in channel order
-    channel_missing: np.ndarray | None  # (C,) bool
+    timeseries: np.ndarray  # (C, T) float32 in channel order
+    channel_missing: np.ndarray  # (C,) bool: empty, constant or not provided by the input
     qc: dict = field(default_factory=dict)
 
 
