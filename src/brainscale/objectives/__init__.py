@@ -1,0 +1,1 @@
+"""Self-distillation objectives of Brain-Semantoks: coding-rate losses, slice masks, augmentations."""

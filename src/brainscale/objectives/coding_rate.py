@@ -1,0 +1,48 @@
+"""SimDINO-style coding-rate (MCR) loss between student and teacher projections.
+
+For V views of a batch of m L2-normalised p-dimensional projections:
+
+- compression: the mean, over ordered pairs of different views (teacher view i, student
+  view j), of the batch-mean dot product ``mean_b <t_i[b], s_j[b]>``;
+- expansion: for each view, the coding rate of ``Z = (s + t) / 2``:
+  ``R(Z) = 1/2 logdet(I + p / (m N eps) Z^T Z)`` (Cholesky), averaged over views and scaled
+  by ``(p + N m) / (p N m)`` (N the number of processes, m the per-process batch);
+- loss = ``-coeff * compression - expansion``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["half_logdet", "coding_rate_loss"]
+
+
+def half_logdet(matrix: torch.Tensor) -> torch.Tensor:
+    """1/2 log det of symmetric positive-definite matrices (..., p, p), through Cholesky."""
+    factor, _ = torch.linalg.cholesky_ex(matrix)
+    return torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(dim=-1)
+
+
+def coding_rate_loss(student: torch.Tensor, teacher: torch.Tensor, *, eps: float = 0.05, coeff: float = 1.0,
+                     world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coding-rate loss of (V, m, p) student and teacher projections.
+
+    Returns
+    -------
+    loss, compression, expansion : scalar tensors
+    """
+    if student.shape != teacher.shape or student.dim() != 3:
+        raise ValueError(f"student and teacher must be (views, batch, dim) alike, received {tuple(student.shape)} "
+                         f"and {tuple(teacher.shape)}")
+    views, batch, dim = student.shape
+    student, teacher = student.float(), teacher.float()  # the log-determinant needs fp32
+    similarity = torch.einsum("ibp,jbp->ij", teacher, student) / batch
+    off_diagonal = ~torch.eye(views, dtype=torch.bool, device=student.device)
+    compression = similarity[off_diagonal].mean()
+    z = (student + teacher) / 2
+    covariance = z.transpose(1, 2) @ z  # (V, p, p)
+    identity = torch.eye(dim, device=student.device)
+    scale = dim / (batch * world_size * eps)
+    expansion = half_logdet(identity + scale * covariance).mean()
+    expansion = expansion * (dim + world_size * batch) / (dim * world_size * batch)
+    return -coeff * compression - expansion, compression, expansion

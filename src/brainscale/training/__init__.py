@@ -1,0 +1,1 @@
+"""Pretraining: schedules, the EMA teacher, the training loop and checkpoints."""
