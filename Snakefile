@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/shards.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:

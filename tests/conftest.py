@@ -8,7 +8,13 @@ import pytest
 import yaml
 
 from brainscale.config import validate_config
+from brainscale.preprocessing.batch import TIMESERIES_SUFFIX, preprocess_batch, write_network_mapping
+from brainscale.preprocessing.discovery import find_runs, load_participants
+from brainscale.shards.writer import write_shards
 from brainscale.simulate import simulate_dataset
+from brainscale.simulate.dataset import SPACE, demo_atlas_paths
+
+CONFIG = validate_config({})
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL_CONFIG = REPO / "tests" / "configs" / "minimal.yaml"
@@ -27,3 +33,25 @@ def tiny_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "dataset"
     simulate_dataset(minimal_settings(), root, n_jobs=2, log=lambda line: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def preprocessed(tiny_dataset, tmp_path_factory):
+    """Preprocessed runs of the tiny dataset: (run files, phenotypes, network mapping path)."""
+    folder = tmp_path_factory.mktemp("preprocessed")
+    atlases = demo_atlas_paths(tiny_dataset, 6)
+    runs = find_runs(tiny_dataset / "fmriprep", space=SPACE, task="rest")
+    preprocess_batch(runs, atlases, CONFIG["preprocess"], folder / "batch", space=SPACE, log=lambda line: None)
+    write_network_mapping(atlases, folder / "network_mapping.npz", folder / "channels.tsv")
+    phenotypes = load_participants(tiny_dataset / "fmriprep" / "participants.tsv", CONFIG["data"]["phenotypes"])
+    files = sorted(str(p) for p in (folder / "batch").glob(f"*{TIMESERIES_SUFFIX}"))
+    return files, phenotypes, folder / "network_mapping.npz"
+
+
+@pytest.fixture(scope="session")
+def shards(preprocessed, tmp_path_factory):
+    files, phenotypes, mapping = preprocessed
+    settings = dict(CONFIG["shards"], max_runs_per_shard=3, dtype="float32")
+    folder = tmp_path_factory.mktemp("shards") / "shards"
+    write_shards(files, phenotypes, mapping, settings, folder, log=lambda line: None)
+    return folder

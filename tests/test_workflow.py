@@ -47,7 +47,14 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     assert manifest["n_runs"] == len(matrices)
     assert main(["verify", str(tmp_path / "results" / "shards")]) == 0
     splits = pd.read_csv(tmp_path / "results" / "splits" / "summary.tsv", sep="\t", index_col="split")["subjects"]
-    assert splits["probe_test"] > 0 and splits["pretrain_pool"] >= 2
+    assert splits["probe_test"] > 0 and splits["pretrain_pool"] >= 3
+    # Pretraining: one encoder per subset size, loadable without the training code.
+    from brainscale.training.loop import load_encoder
+
+    for size in (2, 3):
+        folder = tmp_path / "results" / "pretrain" / "tiny" / f"n-{size}_seed-0"
+        assert load_encoder(folder / "encoder.pt").config.width == 64
+        assert len(pd.read_csv(folder / "log.csv")) == 2 * (size // 2)
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0

@@ -96,4 +96,11 @@ def get_final_outputs():
         targets.append(str(SIMULATION_DIR))
     targets += ["results/qc/runs.tsv", "results/qc/runs.png", str(PREPROCESS_DIR / "network_mapping.npz"),
                 str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
+    targets += get_pretrained_encoders()
     return targets
+
+
+def get_pretrained_encoders():
+    """One encoder per pretraining-set size and seed, for the configured model."""
+    return expand("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt", model=config["pretrain"]["model"],
+                  size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])

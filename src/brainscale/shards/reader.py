@@ -99,12 +99,16 @@ class ShardDataset(Dataset):
     verify : bool
         Check the shards against their folder's manifest first (raises ShardCorrupted).
 
+    views : int
+        Random crops per item (``views`` > 1: independent starts in the same run; x gets a
+        leading views axis), for self-supervised objectives.
+
     Items are ``(x, missing, subject_index)``: x (457, crop_length) float32, missing (457,) bool.
     """
 
     def __init__(self, paths, subjects=None, *, crop_length: int = 100, crops: str = "random",
                  n_eval_crops: int = 8, seed: int = 0, preload: bool = False, max_preload_gb: float = 8.0,
-                 verify: bool = True):
+                 verify: bool = True, views: int = 1):
         if crops not in ("random", "eval"):
             raise ValueError(f"crops must be 'random' or 'eval', received {crops!r}")
         self.paths = [str(p) for p in paths]
@@ -116,6 +120,7 @@ class ShardDataset(Dataset):
             if problems:
                 raise ShardCorrupted("; ".join(problems))
         self.crop_length, self.crops, self.n_eval_crops, self.seed = crop_length, crops, n_eval_crops, seed
+        self.views = views
         self.epoch = 0
         wanted = None if subjects is None else {str(s) for s in subjects}
         rows, missing_rows = [], []  # rows: (shard index, row, usable length, subject)
@@ -205,20 +210,26 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self.subject_ids) if self.crops == "random" else len(self.runs) * self.n_eval_crops
 
+    def _crop_at(self, run: int, start: int) -> np.ndarray:
+        stop = min(start + self.crop_length, self.runs[run][2])
+        crop = self._read(run, start, stop)
+        if crop.shape[1] < self.crop_length:  # a run shorter than the crop is zero-padded
+            crop = np.pad(crop, ((0, 0), (0, self.crop_length - crop.shape[1])))
+        return np.ascontiguousarray(crop)
+
     def __getitem__(self, item: int):
         if self.crops == "random":
             rng = np.random.default_rng([self.seed, self.epoch, item])
             candidates = self.runs_of_subject[item]
             run = candidates[int(rng.integers(len(candidates)))]
-            start = int(rng.integers(0, max(self.runs[run][2] - self.crop_length, 0) + 1))
+            highest = max(self.runs[run][2] - self.crop_length, 0) + 1
+            starts = [int(rng.integers(0, highest)) for _ in range(self.views)]
         else:
             run, crop = divmod(item, self.n_eval_crops)
-            start = int(self.eval_starts(self.runs[run][2])[crop])
-        stop = min(start + self.crop_length, self.runs[run][2])
-        crop = self._read(run, start, stop)
-        if crop.shape[1] < self.crop_length:  # a run shorter than the crop is zero-padded
-            crop = np.pad(crop, ((0, 0), (0, self.crop_length - crop.shape[1])))
-        return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(self.missing[run]), self.runs[run][3]
+            starts = [int(self.eval_starts(self.runs[run][2])[crop])]
+        crops = [self._crop_at(run, start) for start in starts]
+        x = crops[0] if len(crops) == 1 else np.stack(crops)
+        return torch.from_numpy(x), torch.from_numpy(self.missing[run]), self.runs[run][3]
 
     def __getstate__(self):
         state = self.__dict__.copy()

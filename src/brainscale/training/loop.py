@@ -1,0 +1,236 @@
+"""The pretraining loop: one subset of subjects, one model, checkpoints that resume exactly.
+
+Every random choice is a function of the seed and the position in training: the model
+initialisation of the seed, the subject order of ``(seed, epoch)``, the crops of
+``(seed, epoch, item)`` (see ``ShardDataset``), the augmentations and masks of
+``(seed, step)``. A run resumed from a checkpoint therefore replays the same steps as an
+uninterrupted one. Checkpoints are written atomically at epoch ends; a non-finite loss
+stops training with the step and the last good checkpoint named.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.semantoks import MODEL_SIZES, SemantoksConfig
+from ..objectives.augment import augment
+from ..objectives.masking import slice_masks
+from ..shards.reader import ShardDataset, shard_paths
+from .distillation import SelfDistillation
+from .schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
+
+__all__ = ["TrainingError", "network_map_of", "model_config", "pretrain", "export_encoder", "load_encoder",
+           "LOG_COLUMNS"]
+
+LOG_COLUMNS = ["epoch", "step", "loss", "cls", "network", "mask", "lr", "weight_decay", "momentum",
+               "samples_per_s"]
+EXPORT_FORMAT = "brainscale-semantoks-encoder-1"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on (the message says why and what to do)."""
+
+
+def network_map_of(shard_folder: str | Path) -> list[int]:
+    """The model's (channels,) network map from the shards' ``network_mapping.npz``: 0-6, 7, 8."""
+    mapping = np.load(Path(shard_folder) / "network_mapping.npz")
+    cortical = mapping["network_map_schaefer400_7n"]
+    offset = int(cortical.max()) + 1
+    return [int(v) for v in cortical] + [offset + int(v) for v in mapping["network_map_tian3"]] + \
+        [offset + 1 + int(v) for v in mapping["network_map_buckner7"]]
+
+
+def model_config(settings: dict, network_map: list[int]) -> SemantoksConfig:
+    size = settings["model"]
+    if size not in MODEL_SIZES:
+        raise TrainingError(f"pretrain.model '{size}' is not one of {sorted(MODEL_SIZES)}.")
+    overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+    return SemantoksConfig(**{**MODEL_SIZES[size], **overrides, "network_map": network_map})
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("pretrain.device is cuda but no GPU is visible: set it to cpu or auto.")
+    return torch.device(name)
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def export_encoder(model: SelfDistillation, path: Path, *, step: int, subjects: int) -> None:
+    """The downstream artifact: the teacher encoder's weights and its config, nothing else."""
+    _save_atomic({"format": EXPORT_FORMAT, "config": model.config.to_dict(),
+                  "state_dict": {k: v.detach().cpu() for k, v in model.teacher.state_dict().items()},
+                  "trained_steps": step, "pretraining_subjects": subjects}, path)
+
+
+def load_encoder(path: str | Path):
+    """Load an exported encoder (see :func:`export_encoder`) in eval mode."""
+    from ..models.semantoks import SemantoksEncoder
+
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        raise TrainingError(f"{path}: not a brainscale encoder export ({EXPORT_FORMAT}).")
+    encoder = SemantoksEncoder(SemantoksConfig(**payload["config"]))
+    encoder.load_state_dict(payload["state_dict"], strict=True)
+    return encoder.eval()
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 7919 + int(epoch))).tolist()
+
+
+def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str | Path, *,
+             stop_after_epochs: int | None = None, log=print) -> Path:
+    """Pretrain on ``subjects`` and write checkpoint, CSV log, loss figure and encoder export.
+
+    Parameters
+    ----------
+    settings : dict
+        The ``pretrain`` config section.
+    shard_folder : path
+        ``results/shards``.
+    subjects : array of str
+        The pretraining subset.
+    output_dir : path
+        Receives ``checkpoint.pt``, ``log.csv``, ``loss.png`` and ``encoder.pt``.
+    stop_after_epochs : int, optional
+        Stop (with a checkpoint) after this many epochs of this call, as if interrupted.
+
+    Returns
+    -------
+    Path of ``encoder.pt`` (None when stopped early).
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    subjects = [str(s) for s in subjects]
+    if not subjects:
+        raise TrainingError("the pretraining subset is empty: check splits.pretrain_sizes and the split files.")
+    batch_size = settings["batch_size"]
+    if batch_size > len(subjects):
+        raise TrainingError(f"pretrain.batch_size {batch_size} is larger than the pretraining subset of "
+                            f"{len(subjects)} subjects: lower the batch size or drop the smaller subset size.")
+    config = model_config(settings, network_map_of(shard_folder))
+    device = _device(settings["device"])
+    seed = settings["seed"]
+    torch.manual_seed(seed)
+    model = SelfDistillation(config).to(device)
+    parameters = [p for p in model.student_modules().parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=0.0, weight_decay=settings["weight_decay"][0])
+    dataset = ShardDataset(shard_paths(shard_folder), subjects, crop_length=config.crop_length, seed=seed,
+                           preload=settings["preload"], views=2)
+
+    steps_per_epoch = len(subjects) // batch_size
+    total_steps = steps_per_epoch * settings["epochs"]
+    base_lr = settings["base_lr"] * batch_size / 256
+    checkpoint_path, log_path = output_dir / "checkpoint.pt", output_dir / "log.csv"
+    start_epoch, step = 0, 0
+    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.is_file() else None
+    if state is not None and (state["config"] != config.to_dict() or state["settings"] != settings):
+        log(f"{checkpoint_path} was written with other settings: starting over")
+        state = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+        log(f"resuming from {checkpoint_path} at epoch {start_epoch}, step {step}")
+    _trim_log(log_path, step)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    forward = torch.compile(model) if settings["compile"] else model
+    loader_options = dict(num_workers=settings["num_workers"], collate_fn=None)
+    epochs_this_call = 0
+    for epoch in range(start_epoch, settings["epochs"]):
+        dataset.set_epoch(epoch)
+        order = _epoch_order(seed, epoch, len(subjects))
+        batches = [order[i:i + batch_size] for i in range(0, steps_per_epoch * batch_size, batch_size)]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_options)
+        model.train()
+        rows = []
+        for views, missing, _ in loader:
+            started = time.perf_counter()
+            generator = _step_generator(seed, step)
+            views = views.transpose(0, 1)  # (2, B, C, T)
+            views = torch.stack([augment(view, generator=generator) for view in views]).to(device)
+            use_masks = torch.rand((), generator=generator) < settings["mask_probability"]
+            masks = torch.stack([slice_masks(views.shape[1], config.n_networks, config.n_patches,
+                                             generator=generator) for _ in range(2)]).to(device) \
+                if use_masks else None
+            lr = learning_rate(step, base=base_lr, warmup_steps=settings["warmup_epochs"] * steps_per_epoch,
+                               total_steps=total_steps)
+            weight_decay = cosine_rise(step, start=settings["weight_decay"][0], end=settings["weight_decay"][1],
+                                       total_steps=total_steps)
+            for group in optimizer.param_groups:
+                group["lr"], group["weight_decay"] = lr, weight_decay
+            network_weight = network_loss_weight(step, weight=settings["network_weight"],
+                                                 decay_steps=settings["network_decay_epochs"] * steps_per_epoch)
+            with autocast:
+                losses = forward(views, missing.to(device), masks, network_weight=network_weight,
+                                 mask_weight=settings["mask_weight"], eps=settings["eps"])
+            if not torch.isfinite(losses["total"]):
+                last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no epoch finished)"
+                raise TrainingError(f"non-finite loss at step {step} (epoch {epoch}); training stopped. Last good "
+                                    f"checkpoint: {last}. Lower pretrain.base_lr or check the shards.")
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(parameters, settings["grad_clip"])
+            optimizer.step()
+            momentum = cosine_rise(step, start=settings["momentum"][0], end=settings["momentum"][1],
+                                   total_steps=total_steps)
+            ema_update(model.teacher_modules(), model.student_modules(), momentum)
+            applied = {"total": True, "cls": True, "network": network_weight > 0, "mask": masks is not None}
+            terms = [float(losses[k].detach()) if applied[k] else float("nan") for k in applied]  # NaN: not applied
+            rows.append([epoch, step, *terms, lr, weight_decay, momentum,
+                         views.shape[1] / (time.perf_counter() - started)])
+            step += 1
+        _append_log(log_path, rows)
+        epochs_this_call += 1
+        last_epoch = epoch + 1 == settings["epochs"]
+        if last_epoch or (epoch + 1) % settings["checkpoint_every"] == 0 or epochs_this_call == stop_after_epochs:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                          "step": step, "config": config.to_dict(), "settings": settings}, checkpoint_path)
+        log(f"epoch {epoch + 1}/{settings['epochs']}: loss {rows[-1][2]:.4f}" if rows else f"epoch {epoch + 1}")
+        if epochs_this_call == stop_after_epochs and not last_epoch:
+            return None
+    export = output_dir / "encoder.pt"
+    export_encoder(model, export, step=step, subjects=len(subjects))
+    from ..plotting.training import plot_loss_curve
+
+    plot_loss_curve(log_path, output_dir / "loss.png")
+    return export
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep only the log rows before ``step`` (rows after a checkpoint are replayed on resume)."""
+    if not path.is_file():
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerow(LOG_COLUMNS)
+        return
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [row for row in rows[1:] if int(row[1]) < step]
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+def _append_log(path: Path, rows: list) -> None:
+    with path.open("a", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+

@@ -1,0 +1,33 @@
+# Brain-Semantoks pretraining: one job per model size, pretraining-set size and seed.
+
+
+wildcard_constraints:
+    model="base|small|tiny",
+    size=r"\d+",
+    seed=r"\d+",
+
+
+rule pretrain:
+    input:
+        shards="results/shards",
+        splits="results/splits",
+    output:
+        encoder="results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt",
+        log_csv="results/pretrain/{model}/n-{size}_seed-{seed}/log.csv",
+        figure=report("results/pretrain/{model}/n-{size}_seed-{seed}/loss.png",
+                      caption="../report/pretrain_loss.rst", category="Pretraining",
+                      labels={"model": "{model}", "subjects": "{size}", "seed": "{seed}"}),
+    params:
+        settings=lambda wildcards: {**config["pretrain"], "model": wildcards.model},
+        subjects=lambda wildcards: f"results/splits/pretrain_n-{wildcards.size}_seed-{wildcards.seed}.npy",
+    threads: config["pretrain"]["threads"]
+    conda:
+        "../../envs/brainscale.yaml"
+    resources:
+        gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    log:
+        "logs/pretrain/{model}_n-{size}_seed-{seed}.log",
+    script:
+        "../scripts/pretrain.py"
