@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,3 +98,31 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(shards, tmp_path, monk
         pretrain(SETTINGS, shards, subjects, tmp_path / "run", log=lambda line: None)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2 and state["epoch"] == 2  # the last good epoch's checkpoint, never a NaN one
+
+
+def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
+    """torchrun with 2 CPU processes (gloo), each with half of every batch, takes the same steps."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    subjects = subjects_of(shards)[:4]
+    np.save(tmp_path / "subjects.npy", subjects.astype("S"))
+    settings = dict(SETTINGS, batch_size=4, epochs=2, num_workers=0)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"pretrain": settings}))
+    single = pretrain(settings, shards, subjects, tmp_path / "single", log=lambda line: None)
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "brainscale.cli", "pretrain",
+         "--config", str(tmp_path / "config.yaml"), "--shards", str(shards), "--subjects",
+         str(tmp_path / "subjects.npy"), "--output", str(tmp_path / "parallel")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = pd.read_csv(tmp_path / "single" / "log.csv")
+    second = pd.read_csv(tmp_path / "parallel" / "log.csv")
+    np.testing.assert_allclose(second["loss"].to_numpy(), first["loss"].to_numpy(), rtol=1e-4, atol=1e-5)
+    a, b = load_encoder(single).state_dict(), load_encoder(tmp_path / "parallel" / "encoder.pt").state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)

@@ -36,6 +36,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .training.loop import pretrain
+
+    settings = (load_config(args.config) if args.config else validate_config({}))["pretrain"]
+    if args.model:
+        settings["model"] = args.model
+    subjects = np.load(args.subjects).astype(str)
+    pretrain(settings, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainscale", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Check every shard of a folder against manifest.json.")
     verify.add_argument("folder", help="the shards folder (results/shards)")
     verify.set_defaults(handler=_verify)
+    pretrain = commands.add_parser(
+        "pretrain", help="pretrain Brain-Semantoks on one subset (under torchrun: data parallel)",
+        description="Pretrain on one subset of subjects; run it under torchrun for several processes/GPUs.")
+    pretrain.add_argument("--config", help="workflow YAML config; its 'pretrain' section is used")
+    pretrain.add_argument("--shards", required=True, help="the shards folder (results/shards)")
+    pretrain.add_argument("--subjects", required=True, help=".npy list of subject ids (a split file)")
+    pretrain.add_argument("--output", required=True, help="output folder (checkpoint, log, encoder.pt)")
+    pretrain.add_argument("--model", choices=["base", "small", "tiny"], help="override pretrain.model")
+    pretrain.set_defaults(handler=_pretrain)
     return parser
 
 

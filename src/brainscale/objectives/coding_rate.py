@@ -8,13 +8,28 @@ For V views of a batch of m L2-normalised p-dimensional projections:
   ``R(Z) = 1/2 logdet(I + p / (m N eps) Z^T Z)`` (Cholesky), averaged over views and scaled
   by ``(p + N m) / (p N m)`` (N the number of processes, m the per-process batch);
 - loss = ``-coeff * compression - expansion``.
+
+Under ``torch.distributed`` with ``world_size`` > 1, the batch means and the covariance are
+summed over processes through a differentiable all-reduce, so every process computes the loss
+of the whole global batch and data-parallel training takes the same step as one process on that
+batch (the reference keeps per-process covariances instead).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
-__all__ = ["half_logdet", "coding_rate_loss"]
+__all__ = ["half_logdet", "coding_rate_loss", "global_sum"]
+
+
+def global_sum(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Sum over processes, differentiably; the identity for one process."""
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
+    return tensor
 
 
 def half_logdet(matrix: torch.Tensor) -> torch.Tensor:
@@ -36,11 +51,11 @@ def coding_rate_loss(student: torch.Tensor, teacher: torch.Tensor, *, eps: float
                          f"and {tuple(teacher.shape)}")
     views, batch, dim = student.shape
     student, teacher = student.float(), teacher.float()  # the log-determinant needs fp32
-    similarity = torch.einsum("ibp,jbp->ij", teacher, student) / batch
+    similarity = global_sum(torch.einsum("ibp,jbp->ij", teacher, student), world_size) / (batch * world_size)
     off_diagonal = ~torch.eye(views, dtype=torch.bool, device=student.device)
     compression = similarity[off_diagonal].mean()
     z = (student + teacher) / 2
-    covariance = z.transpose(1, 2) @ z  # (V, p, p)
+    covariance = global_sum(z.transpose(1, 2) @ z, world_size)  # (V, p, p) over the global batch
     identity = torch.eye(dim, device=student.device)
     scale = dim / (batch * world_size * eps)
     expansion = half_logdet(identity + scale * covariance).mean()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.semantoks import ProjectionHead, SemantoksConfig, SemantoksEncoder
-from ..objectives.coding_rate import coding_rate_loss
+from ..objectives.coding_rate import coding_rate_loss, global_sum
 
 __all__ = ["SelfDistillation"]
 
@@ -44,6 +44,9 @@ class SelfDistillation(nn.Module):
     def forward(self, views: torch.Tensor, missing: torch.Tensor, masks: torch.Tensor | None, *,
                 network_weight: float, mask_weight: float, world_size: int = 1, eps: float = 0.05) -> dict:
         """Losses for (V, B, C, T) views of B subjects; ``masks`` (V, B, N, P) or None.
+
+        With ``world_size`` > 1 each process holds B of the global batch; the losses are those of
+        the global batch (see ``coding_rate_loss``).
 
         Returns a dict of scalar tensors: total, cls, network, mask.
         """
@@ -84,7 +87,7 @@ class SelfDistillation(nn.Module):
             cosine = (self.student_head(student_patches) * teacher_patches).sum(dim=-1)
             counts = flat_masks.sum(dim=1).clamp(min=1)
             weights = (1.0 / counts).repeat_interleave(flat_masks.sum(dim=1))
-            losses["mask"] = -(cosine * weights).sum() / (n_views * batch)
+            losses["mask"] = -global_sum((cosine * weights).sum(), world_size) / (n_views * batch * world_size)
         else:
             losses["mask"] = cls_loss.new_zeros(())
         losses["total"] = losses["cls"] + network_weight * losses["network"] + mask_weight * losses["mask"]

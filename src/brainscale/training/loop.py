@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..objectives.augment import augment
@@ -88,8 +90,38 @@ def load_encoder(path: str | Path):
     return encoder.eval()
 
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+def _step_generator(seed: int, step: int, *stream: int) -> torch.Generator:
+    """The generator of one step (and, with ``stream``, of one view and sample of it)."""
+    return torch.Generator().manual_seed(hash((int(seed), int(step)) + tuple(int(s) for s in stream)) % (2**62))
+
+
+def _augment_and_mask(views: torch.Tensor, indices: list[int], seed: int, step: int, use_masks: bool,
+                      config: SemantoksConfig):
+    """Augment each crop and draw its mask from generators of (seed, step, view, subject position in
+    the global batch), so that data parallelism sees exactly what one process would."""
+    augmented = torch.empty_like(views)
+    masks = torch.zeros(views.shape[0], views.shape[1], config.n_networks, config.n_patches, dtype=torch.bool)
+    for view in range(views.shape[0]):
+        for local, position in enumerate(indices):
+            generator = _step_generator(seed, step, view, position)
+            augmented[view, local] = augment(views[view, local:local + 1], generator=generator)[0]
+            if use_masks:
+                masks[view, local] = slice_masks(1, config.n_networks, config.n_patches, generator=generator)[0]
+    return augmented, (masks if use_masks else None)
+
+
+def _distributed(settings: dict) -> tuple[int, int, torch.device | None]:
+    """(world size, rank, device) under torchrun; (1, 0, None) otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 1, 0, None
+    cuda = settings["device"] != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return world_size, dist.get_rank(), device
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -127,7 +159,11 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         raise TrainingError(f"pretrain.batch_size {batch_size} is larger than the pretraining subset of "
                             f"{len(subjects)} subjects: lower the batch size or drop the smaller subset size.")
     config = model_config(settings, network_map_of(shard_folder))
-    device = _device(settings["device"])
+    world_size, rank, device = _distributed(settings)
+    device = device or _device(settings["device"])
+    if batch_size % world_size:
+        raise TrainingError(f"pretrain.batch_size {batch_size} is not divisible by the {world_size} processes.")
+    local_batch = batch_size // world_size
     seed = settings["seed"]
     torch.manual_seed(seed)
     model = SelfDistillation(config).to(device)
@@ -150,28 +186,30 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         log(f"resuming from {checkpoint_path} at epoch {start_epoch}, step {step}")
-    _trim_log(log_path, step)
+    if rank == 0:
+        _trim_log(log_path, step)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    forward = torch.compile(model) if settings["compile"] else model
+    forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world_size > 1 else model
+    forward = torch.compile(forward) if settings["compile"] else forward
     loader_options = dict(num_workers=settings["num_workers"], collate_fn=None)
     epochs_this_call = 0
     for epoch in range(start_epoch, settings["epochs"]):
         dataset.set_epoch(epoch)
         order = _epoch_order(seed, epoch, len(subjects))
-        batches = [order[i:i + batch_size] for i in range(0, steps_per_epoch * batch_size, batch_size)]
+        batches = [order[i:i + batch_size][rank * local_batch:(rank + 1) * local_batch]  # this process's share
+                   for i in range(0, steps_per_epoch * batch_size, batch_size)]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_options)
         model.train()
         rows = []
         for views, missing, _ in loader:
             started = time.perf_counter()
-            generator = _step_generator(seed, step)
-            views = views.transpose(0, 1)  # (2, B, C, T)
-            views = torch.stack([augment(view, generator=generator) for view in views]).to(device)
-            use_masks = torch.rand((), generator=generator) < settings["mask_probability"]
-            masks = torch.stack([slice_masks(views.shape[1], config.n_networks, config.n_patches,
-                                             generator=generator) for _ in range(2)]).to(device) \
-                if use_masks else None
+            use_masks = bool(torch.rand((), generator=_step_generator(seed, step)) < settings["mask_probability"])
+            positions = list(range(rank * local_batch, (rank + 1) * local_batch))
+            views, masks = _augment_and_mask(views.transpose(0, 1), positions, seed, step, use_masks, config)
+            views = views.to(device)  # (2, B, C, T)
+            masks = masks.to(device) if masks is not None else None
             lr = learning_rate(step, base=base_lr, warmup_steps=settings["warmup_epochs"] * steps_per_epoch,
                                total_steps=total_steps)
             weight_decay = cosine_rise(step, start=settings["weight_decay"][0], end=settings["weight_decay"][1],
@@ -182,7 +220,7 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
                                                  decay_steps=settings["network_decay_epochs"] * steps_per_epoch)
             with autocast:
                 losses = forward(views, missing.to(device), masks, network_weight=network_weight,
-                                 mask_weight=settings["mask_weight"], eps=settings["eps"])
+                                 mask_weight=settings["mask_weight"], eps=settings["eps"], world_size=world_size)
             if not torch.isfinite(losses["total"]):
                 last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no epoch finished)"
                 raise TrainingError(f"non-finite loss at step {step} (epoch {epoch}); training stopped. Last good "
@@ -197,22 +235,26 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
             applied = {"total": True, "cls": True, "network": network_weight > 0, "mask": masks is not None}
             terms = [float(losses[k].detach()) if applied[k] else float("nan") for k in applied]  # NaN: not applied
             rows.append([epoch, step, *terms, lr, weight_decay, momentum,
-                         views.shape[1] / (time.perf_counter() - started)])
+                         batch_size / (time.perf_counter() - started)])
             step += 1
-        _append_log(log_path, rows)
         epochs_this_call += 1
         last_epoch = epoch + 1 == settings["epochs"]
-        if last_epoch or (epoch + 1) % settings["checkpoint_every"] == 0 or epochs_this_call == stop_after_epochs:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                          "step": step, "config": config.to_dict(), "settings": settings}, checkpoint_path)
+        if rank == 0:
+            _append_log(log_path, rows)
+            if last_epoch or (epoch + 1) % settings["checkpoint_every"] == 0 or epochs_this_call == stop_after_epochs:
+                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                              "step": step, "config": config.to_dict(), "settings": settings}, checkpoint_path)
+        if world_size > 1:
+            dist.barrier()  # the checkpoint is complete before any process goes on
         log(f"epoch {epoch + 1}/{settings['epochs']}: loss {rows[-1][2]:.4f}" if rows else f"epoch {epoch + 1}")
         if epochs_this_call == stop_after_epochs and not last_epoch:
             return None
     export = output_dir / "encoder.pt"
-    export_encoder(model, export, step=step, subjects=len(subjects))
-    from ..plotting.training import plot_loss_curve
+    if rank == 0:
+        export_encoder(model, export, step=step, subjects=len(subjects))
+        from ..plotting.training import plot_loss_curve
 
-    plot_loss_curve(log_path, output_dir / "loss.png")
+        plot_loss_curve(log_path, output_dir / "loss.png")
     return export
 
 
