@@ -126,3 +126,13 @@ def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
     a, b = load_encoder(single).state_dict(), load_encoder(tmp_path / "parallel" / "encoder.pt").state_dict()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_accumulation_runs_and_checks_its_slices(shards, tmp_path):
+    subjects = subjects_of(shards)[:4]
+    export = pretrain(dict(SETTINGS, batch_size=4, accumulate=2, epochs=1), shards, subjects, tmp_path / "acc",
+                      log=lambda line: None)
+    assert load_encoder(export) is not None
+    assert pd.read_csv(tmp_path / "acc" / "log.csv")["loss"].notna().all()
+    with pytest.raises(TrainingError, match="accumulate 4 must divide"):
+        pretrain(dict(SETTINGS, batch_size=4, accumulate=4), shards, subjects, tmp_path / "bad", log=lambda line: None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..objectives.augment import augment
@@ -110,6 +112,24 @@ def _augment_and_mask(views: torch.Tensor, indices: list[int], seed: int, step: 
     return augmented, (masks if use_masks else None)
 
 
+def _accumulate_gradients(forward, views, missing, masks, chunks: int, autocast, **options) -> dict:
+    """Forward and backward ``chunks`` slices of the batch in turn; return the mean losses.
+
+    Each slice is a batch of its own for the coding rate (an estimate over fewer samples, as in
+    any gradient accumulation with a non-additive loss); gradients add up to the mean.
+    """
+    size = views.shape[1] // chunks
+    totals: dict = {}
+    for chunk in range(chunks):
+        part = slice(chunk * size, (chunk + 1) * size)
+        with autocast:
+            losses = forward(views[:, part], missing[part], None if masks is None else masks[:, part], **options)
+        (losses["total"] / chunks).backward()
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + value.detach() / chunks
+    return totals
+
+
 def _distributed(settings: dict) -> tuple[int, int, torch.device | None]:
     """(world size, rank, device) under torchrun; (1, 0, None) otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -164,6 +184,9 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     if batch_size % world_size:
         raise TrainingError(f"pretrain.batch_size {batch_size} is not divisible by the {world_size} processes.")
     local_batch = batch_size // world_size
+    if local_batch % settings["accumulate"] or local_batch // settings["accumulate"] < 2:
+        raise TrainingError(f"pretrain.accumulate {settings['accumulate']} must divide the per-process batch "
+                            f"({local_batch}) into slices of at least 2 subjects.")
     seed = settings["seed"]
     torch.manual_seed(seed)
     model = SelfDistillation(config).to(device)
@@ -203,7 +226,9 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_options)
         model.train()
         rows = []
-        for views, missing, _ in loader:
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{settings['epochs']}", leave=False,
+                        disable=rank != 0 or not sys.stderr.isatty())
+        for views, missing, _ in progress:
             started = time.perf_counter()
             use_masks = bool(torch.rand((), generator=_step_generator(seed, step)) < settings["mask_probability"])
             positions = list(range(rank * local_batch, (rank + 1) * local_batch))
@@ -218,15 +243,15 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
                 group["lr"], group["weight_decay"] = lr, weight_decay
             network_weight = network_loss_weight(step, weight=settings["network_weight"],
                                                  decay_steps=settings["network_decay_epochs"] * steps_per_epoch)
-            with autocast:
-                losses = forward(views, missing.to(device), masks, network_weight=network_weight,
-                                 mask_weight=settings["mask_weight"], eps=settings["eps"], world_size=world_size)
+            optimizer.zero_grad(set_to_none=True)
+            losses = _accumulate_gradients(forward, views, missing.to(device), masks, settings["accumulate"],
+                                           autocast, network_weight=network_weight,
+                                           mask_weight=settings["mask_weight"], eps=settings["eps"],
+                                           world_size=world_size)
             if not torch.isfinite(losses["total"]):
                 last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no epoch finished)"
                 raise TrainingError(f"non-finite loss at step {step} (epoch {epoch}); training stopped. Last good "
                                     f"checkpoint: {last}. Lower pretrain.base_lr or check the shards.")
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(parameters, settings["grad_clip"])
             optimizer.step()
             momentum = cosine_rise(step, start=settings["momentum"][0], end=settings["momentum"][1],
@@ -236,6 +261,7 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
             terms = [float(losses[k].detach()) if applied[k] else float("nan") for k in applied]  # NaN: not applied
             rows.append([epoch, step, *terms, lr, weight_decay, momentum,
                          batch_size / (time.perf_counter() - started)])
+            progress.set_postfix(loss=f"{rows[-1][2]:.4f}")
             step += 1
         epochs_this_call += 1
         last_epoch = epoch + 1 == settings["epochs"]
