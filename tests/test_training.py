@@ -136,3 +136,17 @@ def test_gradient_accumulation_runs_and_checks_its_slices(shards, tmp_path):
     assert pd.read_csv(tmp_path / "acc" / "log.csv")["loss"].notna().all()
     with pytest.raises(TrainingError, match="accumulate 4 must divide"):
         pretrain(dict(SETTINGS, batch_size=4, accumulate=4), shards, subjects, tmp_path / "bad", log=lambda line: None)
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed_and_a_lost_log_is_restored(shards, tmp_path):
+    subjects = subjects_of(shards)[:4]
+    pretrain(dict(SETTINGS, epochs=2), shards, subjects, tmp_path / "run", stop_after_epochs=1, log=lambda line: None)
+    (tmp_path / "run" / "log.csv").unlink()  # Snakemake removes the outputs of an incomplete job
+    messages = []
+    pretrain(dict(SETTINGS, epochs=2), shards, subjects, tmp_path / "run", log=messages.append)
+    assert any("resuming" in m for m in messages)
+    assert list(pd.read_csv(tmp_path / "run" / "log.csv")["step"]) == [0, 1, 2, 3]
+    messages.clear()
+    pretrain(dict(SETTINGS, epochs=2), shards, subjects[:2], tmp_path / "run", log=messages.append)
+    assert any("starting over" in m for m in messages)
+    assert list(pd.read_csv(tmp_path / "run" / "log.csv")["step"]) == [0, 1]

@@ -11,6 +11,7 @@ stops training with the step and the last good checkpoint named.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..objectives.augment import augment
 from ..objectives.masking import slice_masks
 from ..shards.reader import ShardDataset, shard_paths
+from ..shards.writer import MANIFEST
 from .distillation import SelfDistillation
 from .schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
 
@@ -199,18 +201,21 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     total_steps = steps_per_epoch * settings["epochs"]
     base_lr = settings["base_lr"] * batch_size / 256
     checkpoint_path, log_path = output_dir / "checkpoint.pt", output_dir / "log.csv"
-    start_epoch, step = 0, 0
+    start_epoch, step, log_rows = 0, 0, []
+    # A checkpoint is resumed only for the same model, settings, subjects and shard contents.
+    identity = {"config": config.to_dict(), "settings": settings, "subjects": sorted(subjects),
+                "shards": json.loads((Path(shard_folder) / MANIFEST).read_text())["shards"]}
     state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.is_file() else None
-    if state is not None and (state["config"] != config.to_dict() or state["settings"] != settings):
-        log(f"{checkpoint_path} was written with other settings: starting over")
+    if state is not None and state.get("identity") != identity:
+        log(f"{checkpoint_path} belongs to another model, settings, subset or shards: starting over")
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"], state["step"]
+        start_epoch, step, log_rows = state["epoch"], state["step"], state["log_rows"]
         log(f"resuming from {checkpoint_path} at epoch {start_epoch}, step {step}")
-    if rank == 0:
-        _trim_log(log_path, step)
+    if rank == 0:  # the log restarts from the checkpoint's copy (Snakemake may have removed log.csv)
+        _write_log(log_path, log_rows)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -265,11 +270,12 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
             step += 1
         epochs_this_call += 1
         last_epoch = epoch + 1 == settings["epochs"]
+        log_rows.extend(rows)
         if rank == 0:
-            _append_log(log_path, rows)
+            _write_log(log_path, rows, append=True)
             if last_epoch or (epoch + 1) % settings["checkpoint_every"] == 0 or epochs_this_call == stop_after_epochs:
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                              "step": step, "config": config.to_dict(), "settings": settings}, checkpoint_path)
+                              "step": step, "identity": identity, "log_rows": log_rows}, checkpoint_path)
         if world_size > 1:
             dist.barrier()  # the checkpoint is complete before any process goes on
         log(f"epoch {epoch + 1}/{settings['epochs']}: loss {rows[-1][2]:.4f}" if rows else f"epoch {epoch + 1}")
@@ -284,21 +290,10 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     return export
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Keep only the log rows before ``step`` (rows after a checkpoint are replayed on resume)."""
-    if not path.is_file():
-        with path.open("w", newline="") as handle:
-            csv.writer(handle).writerow(LOG_COLUMNS)
-        return
-    with path.open() as handle:
-        rows = list(csv.reader(handle))
-    kept = [rows[0]] + [row for row in rows[1:] if int(row[1]) < step]
-    with path.open("w", newline="") as handle:
-        csv.writer(handle).writerows(kept)
-
-
-def _append_log(path: Path, rows: list) -> None:
-    with path.open("a", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-
-
+def _write_log(path: Path, rows: list, *, append: bool = False) -> None:
+    """Write (or append) rows of the CSV training log."""
+    with path.open("a" if append else "w", newline="") as handle:
+        writer = csv.writer(handle)
+        if not append:
+            writer.writerow(LOG_COLUMNS)
+        writer.writerows(rows)
