@@ -1,1 +1,21 @@
 """Figures of the workflow (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["save_figure"]
+
+
+def save_figure(figure, output: str | Path, dpi: int = 120) -> None:
+    """Save through a temporary name and a rename, then close the figure."""
+    output = Path(output)
+    temporary = output.with_name(f".{output.stem}.partial{output.suffix}")
+    figure.savefig(temporary, dpi=dpi)
+    plt.close(figure)
+    temporary.replace(output)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import save_figure
 
 __all__ = ["plot_run_qc"]
 
@@ -35,8 +34,4 @@ def plot_run_qc(table: pd.DataFrame, thresholds: dict, output: str | Path) -> No
     bars.set_xlabel("excluded runs")
     bars.set_title("exclusion reasons")
     figure.tight_layout()
-    output = Path(output)
-    temporary = output.with_name(f".{output.stem}.partial{output.suffix}")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(output)
+    save_figure(figure, output, dpi=120)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import save_figure
 
 __all__ = ["plot_loss_curve"]
 
@@ -28,8 +27,4 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
     rate.plot(log["step"], log["lr"], color="grey", alpha=0.4, linewidth=1)
     rate.set_ylabel("learning rate", color="grey")
     figure.tight_layout()
-    output = Path(output)
-    temporary = output.with_name(f".{output.stem}.partial{output.suffix}")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(output)
+    save_figure(figure, output, dpi=110)
