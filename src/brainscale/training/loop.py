@@ -1,11 +1,12 @@
 """The pretraining loop: one subset of subjects, one model, checkpoints that resume exactly.
 
 Every random choice is a function of the seed and the position in training: the model
-initialisation of the seed, the subject order of ``(seed, epoch)``, the crops of
-``(seed, epoch, item)`` (see ``ShardDataset``), the augmentations and masks of
-``(seed, step)``. A run resumed from a checkpoint therefore replays the same steps as an
-uninterrupted one. Checkpoints are written atomically at epoch ends; a non-finite loss
-stops training with the step and the last good checkpoint named.
+initialisation of the seed, the subject order of ``(seed, epoch)``, the crops, augmentations
+and candidate masks of ``(seed, epoch, item)`` (drawn in the DataLoader workers, see
+``AugmentedViews``), the noise and the decision to mask of ``(seed, step)``. A run resumed
+from a checkpoint therefore replays the same steps as an uninterrupted one, and N
+data-parallel processes take the same steps as one. Checkpoints are written atomically at
+epoch ends; a non-finite loss stops training with the step and the last good checkpoint named.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
-from ..objectives.augment import augment
-from ..objectives.masking import slice_masks
 from ..shards.reader import ShardDataset, shard_paths
 from ..shards.writer import MANIFEST
 from .distillation import SelfDistillation
+from .views import AugmentedViews
 from .schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
 
 __all__ = ["TrainingError", "network_map_of", "model_config", "pretrain", "export_encoder", "load_encoder",
@@ -94,24 +94,19 @@ def load_encoder(path: str | Path):
     return encoder.eval()
 
 
-def _step_generator(seed: int, step: int, *stream: int) -> torch.Generator:
-    """The generator of one step (and, with ``stream``, of one view and sample of it)."""
-    return torch.Generator().manual_seed(hash((int(seed), int(step)) + tuple(int(s) for s in stream)) % (2**62))
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one step's batch-level choices."""
+    return torch.Generator().manual_seed(hash((int(seed), int(step))) % (2**62))
 
 
-def _augment_and_mask(views: torch.Tensor, indices: list[int], seed: int, step: int, use_masks: bool,
-                      config: SemantoksConfig):
-    """Augment each crop and draw its mask from generators of (seed, step, view, subject position in
-    the global batch), so that data parallelism sees exactly what one process would."""
-    augmented = torch.empty_like(views)
-    masks = torch.zeros(views.shape[0], views.shape[1], config.n_networks, config.n_patches, dtype=torch.bool)
-    for view in range(views.shape[0]):
-        for local, position in enumerate(indices):
-            generator = _step_generator(seed, step, view, position)
-            augmented[view, local] = augment(views[view, local:local + 1], generator=generator)[0]
-            if use_masks:
-                masks[view, local] = slice_masks(1, config.n_networks, config.n_patches, generator=generator)[0]
-    return augmented, (masks if use_masks else None)
+def _noise(shape: tuple, positions: list[int], global_batch: int, seed: int, step: int, device: torch.device,
+           sd: float = 0.1) -> torch.Tensor:
+    """Gaussian noise of this process's crops, drawn for the whole global batch on the device and
+    sliced, so that data-parallel processes add exactly the noise one process would."""
+    generator = torch.Generator(device=device).manual_seed(hash((int(seed), int(step), -1)) % (2**62))
+    views, _, *rest = shape
+    noise = torch.randn((views, global_batch, *rest), generator=generator, device=device)
+    return noise[:, positions] * sd
 
 
 def _accumulate_gradients(forward, views, missing, masks, chunks: int, autocast, **options) -> dict:
@@ -194,8 +189,9 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     model = SelfDistillation(config).to(device)
     parameters = [p for p in model.student_modules().parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=0.0, weight_decay=settings["weight_decay"][0])
-    dataset = ShardDataset(shard_paths(shard_folder), subjects, crop_length=config.crop_length, seed=seed,
-                           preload=settings["preload"], views=2)
+    dataset = AugmentedViews(ShardDataset(shard_paths(shard_folder), subjects, crop_length=config.crop_length,
+                                          seed=seed, preload=settings["preload"], views=2),
+                             n_networks=config.n_networks, n_patches=config.n_patches, seed=seed)
 
     steps_per_epoch = len(subjects) // batch_size
     total_steps = steps_per_epoch * settings["epochs"]
@@ -233,13 +229,13 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         rows = []
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{settings['epochs']}", leave=False,
                         disable=rank != 0 or not sys.stderr.isatty())
-        for views, missing, _ in progress:
+        for views, missing, masks in progress:
             started = time.perf_counter()
             use_masks = bool(torch.rand((), generator=_step_generator(seed, step)) < settings["mask_probability"])
             positions = list(range(rank * local_batch, (rank + 1) * local_batch))
-            views, masks = _augment_and_mask(views.transpose(0, 1), positions, seed, step, use_masks, config)
-            views = views.to(device)  # (2, B, C, T)
-            masks = masks.to(device) if masks is not None else None
+            views = views.transpose(0, 1).to(device, non_blocking=True)  # (2, B, C, T)
+            views = views + _noise(tuple(views.shape), positions, batch_size, seed, step, device)
+            masks = masks.transpose(0, 1).to(device) if use_masks else None
             lr = learning_rate(step, base=base_lr, warmup_steps=settings["warmup_epochs"] * steps_per_epoch,
                                total_steps=total_steps)
             weight_decay = cosine_rise(step, start=settings["weight_decay"][0], end=settings["weight_decay"][1],

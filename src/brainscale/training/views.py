@@ -1,0 +1,43 @@
+"""Two augmented, optionally masked views of a subject, drawn where the data are loaded.
+
+Each item's random draws (channels and time block to zero, amplitude scale, slice masks)
+come from a generator of ``(seed, epoch, item, view)``: they do not depend on the batch an
+item lands in, on the process that loads it or on the number of DataLoader workers, and the
+work runs in the workers. The Gaussian noise, the one heavy draw, is added by the training
+step on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ..objectives.augment import apply_augmentations, draw_augmentations
+from ..objectives.masking import slice_masks
+from ..shards.reader import ShardDataset
+
+__all__ = ["AugmentedViews"]
+
+
+class AugmentedViews(Dataset):
+    """Wrap a ``ShardDataset(views=2)``: items are (views (2, C, T), missing (C,), masks (2, N, P))."""
+
+    def __init__(self, crops: ShardDataset, *, n_networks: int, n_patches: int, seed: int):
+        self.crops, self.n_networks, self.n_patches, self.seed = crops, n_networks, n_patches, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.crops.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, item: int):
+        views, missing, _ = self.crops[item]
+        generators = [torch.Generator().manual_seed(hash((self.seed, self.crops.epoch, int(item), view)) % (2**62))
+                      for view in range(views.shape[0])]
+        augmented, masks = [], []
+        for view, generator in enumerate(generators):
+            draws = draw_augmentations([generator], views.shape[1], views.shape[2])
+            augmented.append(apply_augmentations(views[view:view + 1], *draws)[0])
+            masks.append(slice_masks(1, self.n_networks, self.n_patches, generator=generator)[0])
+        return torch.stack(augmented), missing, torch.stack(masks)
