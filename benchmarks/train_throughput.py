@@ -116,9 +116,6 @@ def run(recipe: str, args) -> dict:
               "tokens_per_s": tokens / seconds, "tflops": flops / seconds / 1e12,
               "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")}
     result["mfu"] = result["tflops"] / args.peak_tflops if args.peak_tflops else float("nan")
-    del model, optimizer
-    if cuda:
-        torch.cuda.empty_cache()
     return result
 
 
@@ -140,7 +137,11 @@ def main() -> None:
     print(f"model {args.model}: {sum(p.numel() for p in semantoks.SemantoksEncoder(config).parameters()) / 1e6:.1f}M "
           f"encoder parameters, {forward_flops_per_sample(config) / 1e9:.2f} GFLOP forward per crop; "
           f"batch {args.batch} on {args.device}, {torch.get_num_threads()} threads")
-    results = [run(recipe, args) for recipe in args.recipes]
+    results = []
+    for recipe in args.recipes:
+        results.append(run(recipe, args))  # the recipe's model and optimizer are freed on return
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     baseline = results[0]
     for r in results:
         print(f"  {r['recipe']:10s} step {r['step_s']:.3f} s  {r['samples_per_s']:8.1f} samples/s  "

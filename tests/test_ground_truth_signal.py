@@ -13,7 +13,6 @@ from sklearn.preprocessing import StandardScaler
 from brainscale.simulate.cohort import simulate_participants
 from brainscale.simulate.dataset import planted_parcel_signals
 
-from .test_simulate import bold_files
 
 NETWORK_SIZES = [61, 77, 46, 47, 26, 52, 91, 50, 7]
 

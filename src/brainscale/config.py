@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, validators
