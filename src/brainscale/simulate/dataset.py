@@ -117,16 +117,23 @@ def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, late
 _WORKER: dict = {}
 
 
-def _init_worker(atlases: DemoAtlases, settings: dict, single_threaded: bool = False) -> None:
-    if single_threaded:
-        _WORKER["thread_limit"] = threadpool_limits(limits=1)
+def _init_worker(atlases: DemoAtlases, settings: dict) -> None:
     _WORKER["atlases"] = atlases
     _WORKER["settings"] = settings
     _WORKER["network_of_parcel"] = atlases.network_of_parcel()
 
 
 def _simulate_run(task: tuple) -> dict:
-    """Simulate and write every file of one run; return its ground-truth summary."""
+    """Simulate and write every file of one run; return its ground-truth summary.
+
+    One BLAS thread per run, whatever n_jobs: multithreaded reductions round differently, and the
+    bytes written must not depend on the worker count.
+    """
+    with threadpool_limits(limits=1):
+        return _simulate_run_single_threaded(task)
+
+
+def _simulate_run_single_threaded(task: tuple) -> dict:
     plan, latents, visit_index, func_dir = task
     atlases: DemoAtlases = _WORKER["atlases"]
     settings = _WORKER["settings"]
@@ -281,15 +288,12 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
             if plan.session:
                 func_dir = func_dir / f"ses-{plan.session}"
             tasks.append((plan, latents[plan.subject_index], visit_index, str(func_dir / "func")))
-        # One BLAS thread per run, in every mode: multithreaded reductions round differently,
-        # and the bytes written must not depend on n_jobs.
         if n_jobs == 1:
             _init_worker(atlases, worker_settings)
-            with threadpool_limits(limits=1):
-                runs = [_simulate_run(task) for task in tasks]
+            runs = [_simulate_run(task) for task in tasks]
         else:
             with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
-                                     initargs=(atlases, worker_settings, True)) as pool:
+                                     initargs=(atlases, worker_settings)) as pool:
                 runs = list(pool.map(_simulate_run, tasks, chunksize=4))
         _write_ground_truth(root / "ground_truth", participants, latents, runs, settings["effect_size"])
         _json_dump(root / "simulation.json", {"simulate": settings, "brainscale_version": __version__})
