@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_directory", "write_text_atomic"]
+__all__ = ["atomic_directory", "atomic_file", "write_text_atomic"]
 
 _PARTIAL_TAG = ".partial-"
 
@@ -56,10 +56,25 @@ def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[
         partial.rename(final)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; rename it to ``path`` when the block succeeds.
+
+    The temporary name keeps the suffix, so writers that infer the format from it (numpy,
+    matplotlib) behave as with the final name. On error it is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}{_PARTIAL_TAG}{os.getpid()}")
-    temporary.write_text(text)
+    temporary = path.with_name(f".{path.stem}{_PARTIAL_TAG}{os.getpid()}{path.suffix}")
+    try:
+        yield temporary
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)

@@ -9,13 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io import atomic_file  # noqa: E402
+
 __all__ = ["save_figure"]
 
 
 def save_figure(figure, output: str | Path, dpi: int = 120) -> None:
     """Save through a temporary name and a rename, then close the figure."""
-    output = Path(output)
-    temporary = output.with_name(f".{output.stem}.partial{output.suffix}")
-    figure.savefig(temporary, dpi=dpi)
+    with atomic_file(output) as temporary:
+        figure.savefig(temporary, dpi=dpi)
     plt.close(figure)
-    temporary.replace(output)

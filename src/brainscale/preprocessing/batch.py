@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_directory
+from ..io import atomic_directory, atomic_file
 from .atlases import load_atlas_set, network_mapping
 from .discovery import InputError, Run
 from .pipeline import QC_COLUMNS, ParcellationCache, preprocess_run, write_run
@@ -67,12 +67,7 @@ def write_network_mapping(atlas_specs: dict, npz_path: str | Path, channels_path
                           surface: dict | None = None) -> None:
     """Write ``network_mapping.npz`` (reference keys) and a channel table for the atlases."""
     atlases = load_atlas_set(atlas_specs, surface)
-    npz_path, channels_path = Path(npz_path), Path(channels_path)
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = npz_path.with_name(npz_path.name + ".partial.npz")
-    np.savez(temporary, **network_mapping(atlases))
-    temporary.replace(npz_path)
-    table = atlases.channel_table()
-    temporary = channels_path.with_name(channels_path.name + ".partial")
-    table.to_csv(temporary, sep="\t", index=False)
-    temporary.replace(channels_path)
+    with atomic_file(npz_path) as temporary:
+        np.savez(temporary, **network_mapping(atlases))
+    with atomic_file(channels_path) as temporary:
+        atlases.channel_table().to_csv(temporary, sep="\t", index=False)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..io import atomic_file
 from .atlases import AtlasSet, parcellation_weights
 from .discovery import InputError, Run, read_repetition_time
 from .temporal import band_pass, interpolate_censored, regress_confounds, resample_to_tr, zscore
@@ -71,7 +72,7 @@ def parcellate(data: np.ndarray, voxels: np.ndarray, weights: sparse.csr_matrix)
     n_volumes = data.shape[-1]
     flat = data.reshape(-1, n_volumes, order="F")  # a view for Fortran-ordered NIfTI data
     values = np.asarray(flat[voxels], dtype=np.float64)  # (V, T)
-    if values.dtype.kind == "f" and data.dtype.kind == "f":
+    if data.dtype.kind == "f":  # integer images cannot hold NaN
         finite = np.isfinite(values).all(axis=1)
         if not finite.all():
             values[~finite] = 0.0
@@ -305,10 +306,8 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
 
 def write_run(path: str | Path, result: RunResult, target_tr: float) -> None:
     """Write one run's matrix and metadata as ``.npz`` (through a temporary name)."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".partial.npz")
-    np.savez(temporary, timeseries=result.timeseries, channel_missing=result.channel_missing,
-             repetition_time=np.float64(target_tr), source_repetition_time=np.float64(result.qc["source_tr"]),
-             source=np.str_(result.qc["source"]), run_id=np.str_(result.qc["run_id"]),
-             participant_id=np.str_(result.qc["participant_id"]))
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        np.savez(temporary, timeseries=result.timeseries, channel_missing=result.channel_missing,
+                 repetition_time=np.float64(target_tr), source_repetition_time=np.float64(result.qc["source_tr"]),
+                 source=np.str_(result.qc["source"]), run_id=np.str_(result.qc["run_id"]),
+                 participant_id=np.str_(result.qc["participant_id"]))

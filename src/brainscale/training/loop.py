@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..io import atomic_file
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..shards.reader import ShardDataset, shard_paths
 from ..shards.writer import MANIFEST
@@ -70,9 +71,8 @@ def _device(name: str) -> torch.device:
 
 
 def _save_atomic(payload: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def export_encoder(model: SelfDistillation, path: Path, *, step: int, subjects: int) -> None:
