@@ -14,6 +14,8 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/probe.smk"
 
 
 rule all:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from brainscale.config import validate_config
@@ -18,6 +20,7 @@ CONFIG = validate_config({})
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL_CONFIG = REPO / "tests" / "configs" / "minimal.yaml"
+REFERENCE_KEYS = REPO / "tests" / "data" / "semantoks-state-dict.tsv"
 
 
 def minimal_settings(**overrides) -> dict:
@@ -55,3 +58,26 @@ def shards(preprocessed, tmp_path_factory):
     folder = tmp_path_factory.mktemp("shards") / "shards"
     write_shards(files, phenotypes, mapping, settings, folder, log=lambda line: None)
     return folder
+
+
+@pytest.fixture(scope="session")
+def reference_state() -> dict:
+    """Random tensors under every teacher key of the reference checkpoint, with its shapes."""
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for line in REFERENCE_KEYS.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, shape, dtype = line.split("\t")
+        shape = ast.literal_eval(shape)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if dtype == "bool":
+            state[name] = torch.tensor(True)
+        else:
+            state[name] = torch.randn(shape, generator=generator)
+    from brainscale.models.semantoks import sincos_embedding
+
+    state["teacher_encoder.inter_network_transformer.temporal_pos_embedding"] = sincos_embedding(5, 768)
+    for kind in ("tian3", "buckner7"):  # the reference's unused tokenizer sets
+        state[f"teacher_encoder.network_tokenizers.{kind}.0.norm.weight"] = torch.ones(768)
+    return state

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from brainscale.models.reference import ReferenceImportError, import_reference_s
 from brainscale.models.semantoks import (MODEL_SIZES, LongConv, ProjectionHead, SemantoksConfig,
                                         SemantoksEncoder, reference_network_map)
 
-REFERENCE_KEYS = Path(__file__).parent / "data" / "semantoks-state-dict.tsv"
 
 
 def tiny(**overrides) -> SemantoksEncoder:
@@ -86,30 +83,8 @@ def test_masked_and_missing_networks_hide_their_data():
         assert torch.allclose(encoder(x, mask=mask), encoder(changed, mask=mask), atol=1e-6)
 
 
-def reference_state_dict() -> dict:
-    """Random tensors under every teacher key of the reference checkpoint, with its shapes."""
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for line in REFERENCE_KEYS.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, shape, dtype = line.split("\t")
-        shape = ast.literal_eval(shape)
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if dtype == "bool":
-            state[name] = torch.tensor(True)
-        else:
-            state[name] = torch.randn(shape, generator=generator)
-    from brainscale.models.semantoks import sincos_embedding
-
-    state["teacher_encoder.inter_network_transformer.temporal_pos_embedding"] = sincos_embedding(5, 768)
-    for kind in ("tian3", "buckner7"):  # the reference's unused tokenizer sets
-        state[f"teacher_encoder.network_tokenizers.{kind}.0.norm.weight"] = torch.ones(768)
-    return state
-
-
-def test_reference_checkpoint_import():
-    state = reference_state_dict()
+def test_reference_checkpoint_import(reference_state):
+    state = reference_state
     encoder = SemantoksEncoder(SemantoksConfig(**MODEL_SIZES["base"]))
     head = ProjectionHead(encoder.config)
     import_reference_state_dict(state, encoder, head)

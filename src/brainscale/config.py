@@ -107,7 +107,21 @@ def check_config(config: dict) -> None:
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
     _check_preprocess(config)
+    _check_probe(config)
     resolve_inputs(config)
+
+
+def _check_probe(config: dict) -> None:
+    labels = config["shards"]["labels"]
+    for name, task in (config["probe"]["tasks"] or {}).items():
+        if task["label"] not in labels:
+            raise ConfigError(
+                f"config key 'probe.tasks.{name}.label': '{task['label']}' is not a shard label "
+                f"({', '.join(labels)}). Name one of them, or add it to shards.labels (the shards are rebuilt).")
+    for name in config["probe"]["checkpoints"]:
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"config key 'probe.checkpoints.{name}': names are letters, digits, '-' and '_' "
+                              "(they become folder names). Rename it.")
 
 
 def _check_preprocess(config: dict) -> None:

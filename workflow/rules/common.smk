@@ -97,6 +97,7 @@ def get_final_outputs():
     targets += ["results/qc/runs.tsv", "results/qc/runs.png", str(PREPROCESS_DIR / "network_mapping.npz"),
                 str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
     targets += get_pretrained_encoders()
+    targets += FIGURE_OUTPUTS + TABLE_OUTPUTS
     return targets
 
 
@@ -104,3 +105,68 @@ def get_pretrained_encoders():
     """One encoder per pretraining-set size and seed, for the configured model."""
     return expand("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt", model=config["pretrain"]["model"],
                   size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
+
+
+# --- Probing: every encoder or baseline is a "source", a path under results/embeddings and results/probes.
+#   pretrain/{model}/n-{size}_seed-{seed}   a checkpoint of rule pretrain (or dropped in its place)
+#   random/{model}_seed-{seed}              the same architecture with random weights
+#   external/{name}                         probe.checkpoints.{name} of the config
+#   baseline/connectivity, baseline/oracle  features that no encoder computes
+FIGURE_OUTPUTS = [f"results/figures/{name}.{ext}" for name in ("scaling", "layerwise") for ext in ("png", "pdf")]
+TABLE_OUTPUTS = [f"results/tables/{name}.tsv" for name in ("probe_metrics", "scaling", "power_law", "layerwise")]
+
+
+def pretrained_sources():
+    return expand("pretrain/{model}/n-{size}_seed-{seed}", model=config["pretrain"]["model"],
+                  size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
+
+
+def found_pretrained_sources():
+    """Every checkpoint under results/pretrain, whether this config trains it or not."""
+    found = glob_wildcards("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt")
+    return sorted({f"pretrain/{m}/n-{n}_seed-{s}" for m, n, s in zip(found.model, found.size, found.seed)})
+
+
+def baseline_sources():
+    seeds = config["probe"]["random_init_seeds"] or [config["pretrain"]["seed"]]
+    sources = expand("random/{model}_seed-{seed}", model=config["pretrain"]["model"], seed=seeds)
+    if config["probe"]["connectivity"]:
+        sources.append("baseline/connectivity")
+    if config["probe"]["oracle"] and is_simulated():
+        sources.append("baseline/oracle")
+    return sources
+
+
+def external_sources():
+    return [f"external/{name}" for name in config["probe"]["checkpoints"]]
+
+
+def figure_sources():
+    """What the scaling figure shows: the configured sizes and seeds, the baselines, external checkpoints."""
+    return pretrained_sources() + baseline_sources() + external_sources()
+
+
+def probe_metrics(sources):
+    return [f"results/probes/{source}/metrics.tsv" for source in sources]
+
+
+def get_checkpoint(wildcards):
+    """The checkpoint file of an encoder source."""
+    kind, _, rest = wildcards.source.partition("/")
+    if kind == "pretrain":
+        return f"results/pretrain/{rest}/encoder.pt"
+    if kind == "random":
+        return f"results/baselines/random/{rest}/encoder.pt"
+    return config["probe"]["checkpoints"][rest]["path"]
+
+
+def get_checkpoint_settings(wildcards):
+    """How to read the checkpoint of a source: format, and the architecture of a reference checkpoint."""
+    kind, _, rest = wildcards.source.partition("/")
+    if kind == "external":
+        return config["probe"]["checkpoints"][rest]
+    return {"format": "brainscale"}
+
+
+def get_probe_features(wildcards):
+    return f"results/embeddings/{wildcards.source}/features.h5"

@@ -10,7 +10,8 @@ rule build_shards:
         directory("results/shards"),
     params:
         settings=config["shards"],
-        config=config,
+        # only the sections that shape the shards: a probe or pretraining setting must not rebuild them
+        config={key: config[key] for key in ("data", "atlases", "preprocess", "shards")},
     conda:
         "../../envs/brainscale.yaml"
     resources:

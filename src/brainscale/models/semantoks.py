@@ -279,6 +279,14 @@ class SemantoksEncoder(nn.Module):
         -------
         (B, 1 + N*P, D) tensor after the final LayerNorm; index 0 is CLS.
         """
+        sequence = self.embed(x, mask, missing_channels)
+        for block in self.blocks:
+            sequence = block(sequence)
+        return self.norm(sequence)
+
+    def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+              missing_channels: torch.Tensor | None = None) -> torch.Tensor:
+        """The input sequence of the first block (B, 1 + N*P, D): CLS, then the embedded tokens."""
         tokens = self.tokenize(x)  # (B, N, P, D)
         hidden = torch.zeros(tokens.shape[:3], dtype=torch.bool, device=x.device) if mask is None else mask
         if missing_channels is not None:
@@ -286,10 +294,20 @@ class SemantoksEncoder(nn.Module):
         tokens = torch.where(hidden[..., None], self.mask_embedding.to(tokens.dtype), tokens)
         tokens = tokens + self.network_embedding[:, None, :] + self.patch_embedding[None, :, :]
         batch = tokens.shape[0]
-        sequence = torch.cat([self.cls_token.expand(batch, -1, -1), tokens.flatten(1, 2)], dim=1)
+        return torch.cat([self.cls_token.expand(batch, -1, -1), tokens.flatten(1, 2)], dim=1)
+
+    def layer_outputs(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every block's output through the final LayerNorm, first block first (layer-wise probing).
+
+        The last entry equals ``forward(x)``; earlier ones are normalised by the same LayerNorm so
+        that every layer's features live on one scale (as DINOv2's intermediate layers do).
+        """
+        sequence = self.embed(x, None, missing_channels)
+        outputs = []
         for block in self.blocks:
             sequence = block(sequence)
-        return self.norm(sequence)
+            outputs.append(self.norm(sequence))
+        return outputs
 
     @staticmethod
     def cls_avg(tokens: torch.Tensor) -> torch.Tensor:

@@ -114,7 +114,7 @@ def write_shards(run_files: list[str | Path], phenotypes: pd.DataFrame, network_
         The ``shards`` config section.
     output_dir : path
     config : dict, optional
-        The whole configuration, recorded in the manifest.
+        The configuration that shaped the shards, recorded in the manifest.
 
     Returns
     -------

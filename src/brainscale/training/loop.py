@@ -33,8 +33,8 @@ from .distillation import SelfDistillation
 from .views import AugmentedViews
 from .schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
 
-__all__ = ["TrainingError", "network_map_of", "model_config", "pretrain", "export_encoder", "load_encoder",
-           "LOG_COLUMNS"]
+__all__ = ["TrainingError", "network_map_of", "model_config", "pretrain", "export_encoder", "save_encoder",
+           "load_encoder", "LOG_COLUMNS"]
 
 LOG_COLUMNS = ["epoch", "step", "loss", "cls", "network", "mask", "lr", "weight_decay", "momentum",
                "samples_per_s"]
@@ -75,22 +75,40 @@ def _save_atomic(payload: dict, path: Path) -> None:
         torch.save(payload, temporary)
 
 
+def save_encoder(encoder, path: str | Path, **metadata) -> None:
+    """Write an encoder export: its weights and config (plus ``metadata``), loadable by :func:`load_encoder`."""
+    _save_atomic({"format": EXPORT_FORMAT, "config": encoder.config.to_dict(),
+                  "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}, **metadata},
+                 Path(path))
+
+
 def export_encoder(model: SelfDistillation, path: Path, *, step: int, subjects: int) -> None:
     """The downstream artifact: the teacher encoder's weights and its config, nothing else."""
-    _save_atomic({"format": EXPORT_FORMAT, "config": model.config.to_dict(),
-                  "state_dict": {k: v.detach().cpu() for k, v in model.teacher.state_dict().items()},
-                  "trained_steps": step, "pretraining_subjects": subjects}, path)
+    save_encoder(model.teacher, path, trained_steps=step, pretraining_subjects=subjects)
 
 
 def load_encoder(path: str | Path):
-    """Load an exported encoder (see :func:`export_encoder`) in eval mode."""
+    """Load an exported encoder (see :func:`export_encoder`) in eval mode.
+
+    Raises
+    ------
+    TrainingError
+        If the file is not an export, or its weights do not fit the architecture its config names.
+    """
     from ..models.semantoks import SemantoksEncoder
 
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise TrainingError(f"{path}: not a brainscale encoder export ({EXPORT_FORMAT}).")
-    encoder = SemantoksEncoder(SemantoksConfig(**payload["config"]))
-    encoder.load_state_dict(payload["state_dict"], strict=True)
+        raise TrainingError(f"{path}: not a brainscale encoder export ({EXPORT_FORMAT}). A reference "
+                            "Brain-Semantoks checkpoint is read with format: reference (see config/README.md).")
+    try:
+        encoder = SemantoksEncoder(SemantoksConfig(**payload["config"]))
+        encoder.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError, ValueError) as error:
+        first = str(error).strip().splitlines()[:3]
+        raise TrainingError(f"{path}: the weights do not match the architecture in the checkpoint's config "
+                            f"({' '.join(first)}). The file was edited or written by another version: "
+                            "export it again from its training run.") from None
     return encoder.eval()
 
 

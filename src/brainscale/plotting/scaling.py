@@ -1,0 +1,113 @@
+"""Scaling curves (probe score and gain over random init against pretraining-set size) and
+layer-wise probe scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_file
+
+__all__ = ["plot_scaling", "plot_layerwise"]
+
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "r2": "R$^2$", "auroc": "AUROC",
+                "pearson_r": "Pearson r", "mae": "MAE"}
+REFERENCE_STYLES = {"random": dict(color="0.45", linestyle="--", label="random init"),
+                    "connectivity": dict(color="tab:green", linestyle=":", label="FC (Fisher z)"),
+                    "oracle": dict(color="black", linestyle="-", linewidth=0.8, label="oracle (ground truth)")}
+
+
+def _save_all(figure, outputs) -> None:
+    """One figure in several formats (PNG, PDF, ...), each written atomically."""
+    for output in outputs:
+        with atomic_file(output) as temporary:
+            figure.savefig(temporary, dpi=150)
+    plt.close(figure)
+
+
+def _band(axis, x, part, prefix, color, label):
+    axis.plot(x, part[f"{prefix}mean"], "o-", color=color, label=label, linewidth=1.6, markersize=4)
+    axis.fill_between(x, part[f"{prefix}ci_low"], part[f"{prefix}ci_high"], color=color, alpha=0.2, linewidth=0)
+
+
+def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """Columns: tasks; top row: score against size with baselines as lines; bottom: gain (pp).
+
+    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`, ``fits`` from
+    :func:`~brainscale.probing.scaling.power_law_table`. ``outputs``: files to write (PNG, PDF, ...).
+    """
+    tasks = sorted(table["task"].unique())
+    figure, axes = plt.subplots(2, len(tasks), figsize=(3.8 * len(tasks), 6.4), squeeze=False, sharex="col")
+    for column, task in enumerate(tasks):
+        rows = table[table["task"] == task]
+        top, bottom = axes[0, column], axes[1, column]
+        pretrained = rows[rows["family"] == "pretrained"].sort_values("size")
+        sizes = pretrained["size"].to_numpy(dtype=float)
+        metric = rows["metric"].iloc[0]
+        if len(pretrained):
+            _band(top, sizes, pretrained, "", "tab:blue", "pretrained")
+            _band(bottom, sizes, pretrained, "gain_", "tab:blue", "gain over random init")
+        for family, style in REFERENCE_STYLES.items():
+            reference = rows[rows["family"] == family]
+            if len(reference):
+                top.axhline(reference["mean"].iloc[0], **style)
+        for index, (_, external) in enumerate(rows[rows["family"] == "external"].iterrows()):
+            top.axhline(external["mean"], color=f"C{index + 3}", linestyle="-.", label=str(external["name"]))
+        bottom.axhline(0, color="0.45", linestyle="--", linewidth=0.8)
+        fit = fits[fits["task"] == task] if len(fits) else fits
+        if len(fit) and bool(fit["fits"].iloc[0]) and len(sizes):
+            grid = np.geomspace(sizes.min(), sizes.max(), 50)
+            a, b = fit["a"].iloc[0], fit["exponent"].iloc[0]
+            bottom.plot(grid, a * grid ** b, color="tab:red", linewidth=1,
+                        label=f"power law, exponent {b:.2f}")
+        top.set_title(task)
+        top.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
+        bottom.set_ylabel("gain over random init (pp)")
+        bottom.set_xlabel("pretraining subjects")
+        for axis in (top, bottom):
+            axis.set_xscale("log")
+            if len(sizes):
+                axis.set_xticks(sizes, [f"{int(s)}" for s in sizes])
+                axis.minorticks_off()
+            axis.grid(alpha=0.3)
+        top.legend(fontsize=7, loc="best")
+        bottom.legend(fontsize=7, loc="best")
+    figure.suptitle("Linear probes of frozen features (mean and 95% CI over seeds and splits)", fontsize=10)
+    figure.tight_layout()
+    _save_all(figure, [str(o) for o in outputs])
+
+
+def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """Columns: tasks; probe score of each layer for every pretraining size and random init,
+    the best layer of each marked."""
+    tasks = sorted(table["task"].unique())
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False)
+    sizes = sorted(table.loc[table["family"] == "pretrained", "size"].dropna().unique())
+    colours = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
+    for column, task in enumerate(tasks):
+        axis = axes[0, column]
+        rows = table[table["task"] == task]
+        curves = [("random init", rows[rows["family"] == "random"], "0.45", "--")]
+        curves += [(f"n = {int(size)}", rows[(rows["family"] == "pretrained") & (rows["size"] == size)], colour, "-")
+                   for size, colour in zip(sizes, colours)]
+        for label, part, colour, style in curves:
+            if not len(part):
+                continue
+            part = part.groupby("layer", as_index=False)["mean"].mean().sort_values("layer")
+            axis.plot(part["layer"], part["mean"], style, color=colour, marker="o", markersize=3, label=label)
+            best = part.loc[part["mean"].idxmax()] if part["mean"].notna().any() else None
+            if best is not None:
+                axis.plot(best["layer"], best["mean"], "*", color=colour, markersize=11)
+        metric = rows["metric"].iloc[0]
+        axis.set_title(task)
+        axis.set_xlabel("layer")
+        axis.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
+        axis.set_xticks(sorted(rows["layer"].unique()))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle("Layer-wise linear probes (cls_avg; star: best layer)", fontsize=10)
+    figure.tight_layout()
+    _save_all(figure, [str(o) for o in outputs])

@@ -1,0 +1,1 @@
+"""Frozen-encoder embeddings, baselines, linear probes and scaling tables."""

@@ -1,0 +1,90 @@
+"""Encoders to probe: this project's exports, reference-format checkpoints, random initialisations.
+
+Whatever its origin, an encoder is checked against the shards it will read: its network map
+(channel -> network) must be the shards' map, else its tokenizers would read the wrong channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..models.reference import ReferenceImportError, import_reference_state_dict, load_reference_checkpoint
+from ..models.semantoks import SemantoksEncoder
+from ..training.loop import TrainingError, load_encoder, model_config, save_encoder
+
+__all__ = ["CheckpointError", "file_sha256", "load_checkpoint", "random_encoder", "write_random_encoder"]
+
+FORMATS = ("brainscale", "reference")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be probed on these shards (the message names the file and the fix)."""
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (the identity of a checkpoint, whatever its name or date)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "brainscale",
+                    settings: dict | None = None, name: str | None = None) -> SemantoksEncoder:
+    """Load the encoder of a checkpoint in eval mode, checked against the shards' network map.
+
+    Parameters
+    ----------
+    path : str or Path
+        An ``encoder.pt`` export of this project, or a reference training checkpoint / ``.pth``.
+    network_map : list of int
+        The shards' channel -> network map (:func:`brainscale.training.loop.network_map_of`).
+    format : {"brainscale", "reference"}
+    settings : dict, optional
+        For ``reference``: ``model`` (base, small, tiny) and ``architecture`` overrides, the
+        architecture the checkpoint was trained with (a reference checkpoint stores no usable config).
+    name : str, optional
+        How the user refers to the checkpoint in messages (e.g. its config key).
+    """
+    label = f"checkpoint '{name}' ({path})" if name else f"checkpoint {path}"
+    if format not in FORMATS:
+        raise CheckpointError(f"{label}: format '{format}' is not one of {FORMATS}.")
+    if not Path(path).is_file():
+        raise CheckpointError(f"{label}: no such file. Fix the path in the config or train the model first.")
+    if format == "brainscale":
+        try:
+            encoder = load_encoder(path)
+        except TrainingError as error:
+            raise CheckpointError(f"{label}: {error}") from None
+        if list(encoder.config.network_map) != list(network_map):
+            raise CheckpointError(
+                f"{label}: trained on {len(encoder.config.network_map)} channels with another channel -> network "
+                f"map than the shards' ({len(network_map)} channels). Probe it on shards built with the same "
+                "atlases (Schaefer-400 7-network order, Tian S3, Buckner 7).")
+        return encoder
+    settings = settings or {}
+    try:
+        config = model_config({"model": settings.get("model", "base"),
+                               "architecture": settings.get("architecture") or {}}, network_map)
+        encoder = SemantoksEncoder(config)
+        import_reference_state_dict(load_reference_checkpoint(path), encoder)
+    except (ReferenceImportError, TrainingError) as error:
+        raise CheckpointError(f"{label}: {error} Set its model (and architecture) in the config to the size it "
+                              "was trained with.") from None
+    return encoder.eval()
+
+
+def random_encoder(settings: dict, network_map: list[int], seed: int) -> SemantoksEncoder:
+    """The architecture of ``settings`` (pretrain section) with the initial weights of ``seed``."""
+    torch.manual_seed(seed)
+    return SemantoksEncoder(model_config(settings, network_map)).eval()
+
+
+def write_random_encoder(settings: dict, network_map: list[int], seed: int, path: str | Path) -> None:
+    """Export a randomly initialised encoder (the random-init baseline) like a trained one."""
+    save_encoder(random_encoder(settings, network_map, seed), path, trained_steps=0, pretraining_subjects=0,
+                 initialisation_seed=seed)

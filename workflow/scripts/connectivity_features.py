@@ -1,0 +1,10 @@
+"""Snakemake adapter: functional-connectivity features of the probe subjects (rule connectivity_features)."""
+
+import logging
+
+from brainscale.probing.baselines import connectivity_features
+from brainscale.probing.embeddings import probe_dataset, write_features
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+dataset = probe_dataset(snakemake.input.shards, snakemake.input.splits)
+write_features(snakemake.output[0], connectivity_features(dataset, log=logging.info))

@@ -1,0 +1,9 @@
+"""Snakemake adapter: scaling and layer-wise tables and figures (rule scaling_figure)."""
+
+import logging
+
+from brainscale.probing.scaling import write_scaling_outputs
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+write_scaling_outputs(snakemake.input.metrics, snakemake.params.sources, dict(snakemake.output.items()),
+                      log=logging.info)
