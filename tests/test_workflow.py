@@ -55,10 +55,46 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
         folder = tmp_path / "results" / "pretrain" / "tiny" / f"n-{size}_seed-0"
         assert load_encoder(folder / "encoder.pt").config.width == 64
         assert len(pd.read_csv(folder / "log.csv")) == 2 * (size // 2)
+    # Probes, baselines, tables and figures.
+    for source in ("pretrain/tiny/n-2_seed-0", "pretrain/tiny/n-3_seed-0", "random/tiny_seed-21",
+                   "baseline/connectivity", "baseline/oracle"):
+        metrics = pd.read_csv(tmp_path / "results" / "probes" / source / "metrics.tsv", sep="\t")
+        assert set(metrics["task"]) == {"age"} and set(metrics["split_seed"]) == {0, 1}, source
+    for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf"):
+        assert (tmp_path / "results" / "figures" / name).stat().st_size > 5000
+    scaling = pd.read_csv(tmp_path / "results" / "tables" / "scaling.tsv", sep="\t")
+    assert set(scaling["family"]) == {"pretrained", "random", "connectivity", "oracle"}
+    assert "cache miss" in (tmp_path / "logs" / "embed" / "pretrain" / "tiny" / "n-2_seed-0.log").read_text()
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A new checkpoint in place of a trained one, and one dropped in from elsewhere: probe_all embeds
+    # and probes those two and redraws the figure; nothing is retrained or preprocessed again.
+    from brainscale.probing.checkpoints import write_random_encoder
+    from brainscale.training.loop import network_map_of
+
+    network_map = network_map_of(tmp_path / "results" / "shards")
+    tiny = {"model": "tiny", "architecture": {}}
+    write_random_encoder(tiny, network_map, 5, tmp_path / "results" / "pretrain" / "tiny" / "n-2_seed-0" / "encoder.pt")
+    write_random_encoder(tiny, network_map, 6, tmp_path / "results" / "pretrain" / "tiny" / "n-7_seed-4" / "encoder.pt")
+    jobs = dry_run_jobs(tmp_path, "probe_all")
+    assert sorted(jobs) == ["embed", "embed", "probe", "probe", "probe_all", "scaling_figure"], jobs
+
+
+def dry_run_jobs(workdir: Path, target: str) -> list[str]:
+    """The rules of the jobs a run of ``target`` would execute, from a dry run through the Snakemake API."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings,
+                                          StorageSettings)
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=REPO / "Snakefile",
+                                workdir=workdir, storage_settings=StorageSettings(),
+                                config_settings=ConfigSettings(configfiles=[MINIMAL]))
+        dag = workflow.dag(dag_settings=DAGSettings(targets={target}))
+        dag.execute_workflow(executor="dryrun")
+        return [job.rule.name for job in workflow._workflow.dag.needrun_jobs(exclude_finished=False)]
 
 
 def test_lint_is_clean():

@@ -27,6 +27,10 @@ rule pretrain:
         gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
+    wildcard_constraints:
+        # only the configured runs: a checkpoint found elsewhere under results/pretrain is an input, never retrained
+        size="|".join(str(size) for size in config["splits"]["pretrain_sizes"]),
+        seed="|".join(str(seed) for seed in config["splits"]["pretrain_seeds"]),
     log:
         "logs/pretrain/{model}_n-{size}_seed-{seed}.log",
     script:
