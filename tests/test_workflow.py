@@ -80,9 +80,15 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     write_random_encoder(tiny, network_map, 6, tmp_path / "results" / "pretrain" / "tiny" / "n-7_seed-4" / "encoder.pt")
     jobs = dry_run_jobs(tmp_path, "probe_all")
     assert sorted(jobs) == ["embed", "embed", "probe", "probe", "probe_all", "scaling_figure"], jobs
+    # An external checkpoint listed in a config file joins them.
+    write_random_encoder(tiny, network_map, 7, tmp_path / "elsewhere.pt")
+    extra = tmp_path / "checkpoints.yaml"
+    extra.write_text(f"probe:\n  checkpoints:\n    mine: {{path: {tmp_path / 'elsewhere.pt'}}}\n")
+    jobs = dry_run_jobs(tmp_path, "probe_all", extra)
+    assert sorted(jobs) == ["embed"] * 3 + ["probe"] * 3 + ["probe_all", "scaling_figure"], jobs
 
 
-def dry_run_jobs(workdir: Path, target: str) -> list[str]:
+def dry_run_jobs(workdir: Path, target: str, *configfiles: Path) -> list[str]:
     """The rules of the jobs a run of ``target`` would execute, from a dry run through the Snakemake API."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings,
@@ -91,9 +97,10 @@ def dry_run_jobs(workdir: Path, target: str) -> list[str]:
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=REPO / "Snakefile",
                                 workdir=workdir, storage_settings=StorageSettings(),
-                                config_settings=ConfigSettings(configfiles=[MINIMAL]))
+                                config_settings=ConfigSettings(configfiles=[MINIMAL, *configfiles]))
         dag = workflow.dag(dag_settings=DAGSettings(targets={target}))
         dag.execute_workflow(executor="dryrun")
+        # the DAG of the dry run is not public API; needrun_jobs is what `snakemake -n` lists
         return [job.rule.name for job in workflow._workflow.dag.needrun_jobs(exclude_finished=False)]
 
 

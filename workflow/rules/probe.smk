@@ -9,7 +9,8 @@ rule probe:
         metrics="results/probes/{probe_source}/metrics.tsv",
         predictions="results/probes/{probe_source}/predictions.tsv.gz",
     params:
-        settings=config["probe"],
+        # only what shapes a probe: listing another checkpoint must not rerun the others
+        settings={key: config["probe"][key] for key in ("tasks", "split_seeds", "strengths", "layers")},
         proportions=config["splits"]["probe_proportions"],
         labels=config["shards"]["labels"],
     wildcard_constraints:
