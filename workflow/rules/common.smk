@@ -166,7 +166,3 @@ def get_checkpoint_settings(wildcards):
     if kind == "external":
         return config["probe"]["checkpoints"][rest]
     return {"format": "brainscale"}
-
-
-def get_probe_features(wildcards):
-    return f"results/embeddings/{wildcards.source}/features.h5"

@@ -20,11 +20,13 @@ rule pretrain:
     params:
         settings=lambda wildcards: {**config["pretrain"], "model": wildcards.model},
         subjects=lambda wildcards: f"results/splits/pretrain_n-{wildcards.size}_seed-{wildcards.seed}.npy",
+        processes=1 if config["pretrain"]["device"] == "cpu" else config["pretrain"]["gpus_per_job"],
     threads: config["pretrain"]["threads"]
     conda:
         "../../envs/brainscale.yaml"
     resources:
-        gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
+        # a scheduling token locally (--resources gpu=N), sbatch --gpus=N under the Slurm executor
+        gpu=0 if config["pretrain"]["device"] == "cpu" else config["pretrain"]["gpus_per_job"],
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
     wildcard_constraints:
