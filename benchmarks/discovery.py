@@ -4,9 +4,10 @@ Builds an fMRIPrep-like tree of empty files for N runs (default 40,000: 20,000 s
 two sessions; bold, sidecar, mask, confounds TSV and JSON per run), then times
   find_runs      brainscale's discovery on that tree;
   os.walk        a plain listing of the same tree (the baseline);
-  snakemake -n   the whole workflow's dry run on it (simulate off, runs_per_job from --runs-per-job).
+  snakemake -n   the whole workflow's dry run on it (simulate off, runs_per_job from --runs-per-job,
+                 pretraining at --sizes x --seeds, then embedding, probes and figures).
 
-    python benchmarks/discovery.py --runs 40000 --runs-per-job 200
+    python benchmarks/discovery.py --runs 40000 --runs-per-job 200 --sizes 20 200 2000 6000 12000 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40000)
     parser.add_argument("--runs-per-job", type=int, default=200)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 200, 2000, 6000, 12000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     demo_atlases = resolve_inputs(validate_config({}))["atlases"]
     missing = [p for spec in demo_atlases.values() for p in spec.values() if not Path(p).is_file()]
@@ -77,7 +80,8 @@ def main() -> None:
                   "data": {"derivatives": str(root), "res": "2"},
                   "atlases": {k: {"image": str(REPO / v["image"]), "labels": str(REPO / v["labels"])}
                               for k, v in demo_atlases.items()},
-                  "preprocess": {"runs_per_job": args.runs_per_job}}
+                  "preprocess": {"runs_per_job": args.runs_per_job},
+                  "splits": {"pretrain_sizes": args.sizes, "pretrain_seeds": args.seeds}}
         configfile = Path(scratch) / "config.yaml"
         configfile.write_text(yaml.safe_dump(config))
         command = ["/usr/bin/time", "-f", "%e s wall, %M KB peak", sys.executable, "-m", "snakemake", "-n",
@@ -86,8 +90,9 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(result.stdout + result.stderr)
         jobs = args.runs // args.runs_per_job + (args.runs % args.runs_per_job > 0)
-        print(f"snakemake -n ({jobs} preprocessing jobs of {args.runs_per_job} runs): "
-              f"{result.stderr.strip().splitlines()[-1]}")
+        total = next((line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total")), "?")
+        print(f"snakemake -n ({total} jobs: {jobs} preprocessing jobs of {args.runs_per_job} runs, "
+              f"{len(args.sizes) * len(args.seeds)} pretraining jobs): {result.stderr.strip().splitlines()[-1]}")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,6 @@ def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, 
                          f"{encoder.config.crop_length}")
     encoder = encoder.to(device).eval()
     depth, width = encoder.config.depth, encoder.config.width
-    n_crops = dataset.n_eval_crops
     rows, starts, unique_of_row = [], [], []
     unique = []  # (run, start) encoded once each
     for run, (_, _, length, _) in enumerate(dataset.runs):
@@ -150,7 +149,6 @@ def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, 
     index = np.asarray(unique_of_row)
     subjects = np.asarray([dataset.subject_ids[dataset.runs[run][3]] for run in rows])
     run_ids = np.asarray(rows, dtype=np.int64)
-    assert len(rows) == len(dataset.runs) * n_crops
     return FeatureTable(subjects, {"cls": cls[index], "mean": mean[index]},
                         {"run_id": run_ids, "start": np.asarray(starts, dtype=np.int64)})
 
