@@ -85,7 +85,7 @@ def main() -> None:
         configfile = Path(scratch) / "config.yaml"
         configfile.write_text(yaml.safe_dump(config))
         command = ["/usr/bin/time", "-f", "%e s wall, %M KB peak", sys.executable, "-m", "snakemake", "-n",
-                   "--cores", "8", "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "-q"]
+                   "--cores", "8", "-s", str(REPO / "Snakefile"), "--configfile", str(configfile)]
         result = subprocess.run(command, cwd=scratch, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(result.stdout + result.stderr)

@@ -16,7 +16,8 @@ from brainscale.config import validate_config
 from brainscale.preprocessing.atlases import (SCHAEFER400_7N_SIZES, load_atlas_set, network_mapping,
                                               parcellation_weights)
 from brainscale.preprocessing.batch import TIMESERIES_SUFFIX, preprocess_batch, write_network_mapping
-from brainscale.preprocessing.discovery import InputError, find_runs, load_participants, read_repetition_time
+from brainscale.preprocessing.discovery import (InputError, find_runs, load_participants, read_repetition_time,
+                                                runs_fingerprint)
 from brainscale.preprocessing.pipeline import (ParcellationCache, _leading_dummies, _load_confounds, load_bold,
                                                parcellate, preprocess_run)
 from brainscale.preprocessing.temporal import band_pass, regress_confounds, resample_to_tr, zscore
@@ -89,6 +90,18 @@ def test_discovery_accepts_the_older_confounds_naming_and_flags_missing_ones(der
     found = {r.run_id: r for r in find_runs(derivatives_copy, space=SPACE, task="rest")}
     assert found[first.run_id].confounds.endswith("_desc-confounds_regressors.tsv")
     assert found[second.run_id].confounds is None
+
+
+def test_fingerprint_changes_with_a_run_file_and_only_its_batch(derivatives_copy):
+    runs = find_runs(derivatives_copy, space=SPACE, task="rest")
+    first, second = runs[:2], runs[2:4]
+    before = runs_fingerprint(first), runs_fingerprint(second)
+    assert runs_fingerprint(first) == before[0]  # stable
+    confounds = Path(first[1].confounds)
+    confounds.write_text(confounds.read_text() + "\n")
+    assert runs_fingerprint(first) != before[0] and runs_fingerprint(second) == before[1]
+    Path(first[0].sidecar).unlink()
+    assert runs_fingerprint(first) != before[0]
 
 
 def test_discovery_refuses_ambiguous_resolutions(derivatives_copy):

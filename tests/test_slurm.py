@@ -99,7 +99,17 @@ def _start_munge() -> int | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
     _run("runuser", "-u", "munge", "--", "munged")
-    return int(_run("pgrep", "-x", "munged").stdout.split()[0])
+    return _wait_for_pid(run_dir / "munged.pid")
+
+
+def _wait_for_pid(pid_file: Path, seconds: float = 30) -> int:
+    """The PID a daemon writes once it has forked into the background."""
+    deadline = time.monotonic() + seconds
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{pid_file} did not appear within {seconds} s")
+        time.sleep(0.2)
+    return int(pid_file.read_text().split()[0])
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +130,7 @@ def slurm_cluster(tmp_path_factory):
         _run("slurmctld")
         _run("slurmd")
         for name in ("slurmctld", "slurmd"):
-            pids.append(int((spool / f"{name}.pid").read_text()))
+            pids.append(_wait_for_pid(spool / f"{name}.pid"))
         deadline = time.monotonic() + 60
         while "idle" not in _run("sinfo", "-h", "-o", "%T").stdout:
             if time.monotonic() > deadline:

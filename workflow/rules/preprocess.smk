@@ -11,6 +11,7 @@ rule preprocess_batch:
         directory("results/preprocess/batch-{batch}"),
     params:
         runs=get_batch_runs,
+        fingerprint=get_batch_fingerprint,
         atlases=INPUTS["atlases"],
         surface=INPUTS["surface"],
         settings=config["preprocess"],
@@ -20,7 +21,7 @@ rule preprocess_batch:
     conda:
         "../../envs/brainscale.yaml"
     resources:
-        mem_mb=3000,
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
     log:
         "logs/preprocess/batch-{batch}.log",

@@ -15,7 +15,7 @@ rule build_shards:
     conda:
         "../../envs/brainscale.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     log:
         "logs/shards/build_shards.log",

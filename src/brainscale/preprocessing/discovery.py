@@ -7,6 +7,7 @@ the files is left to the job that processes each run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pandas as pd
 
 from ..bids import parse_bids_name
 
-__all__ = ["Run", "find_runs", "read_repetition_time", "load_participants", "InputError"]
+__all__ = ["Run", "find_runs", "read_repetition_time", "load_participants", "InputError", "runs_fingerprint"]
 
 _BOLD_SUFFIX = "_desc-preproc_bold.nii.gz"
 _CONFOUNDS_SUFFIXES = ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv")
@@ -231,3 +232,25 @@ def load_participants(path: str | Path, phenotypes: dict[str, str]) -> pd.DataFr
     if table.index.duplicated().any():
         raise InputError(f"{path}: participant_id repeated: {sorted(set(table.index[table.index.duplicated()]))}.")
     return table[list(phenotypes.values())].rename(columns={v: k for k, v in phenotypes.items()})
+
+
+def runs_fingerprint(runs) -> str:
+    """A digest of the path, size and modification time of every file the runs are read from.
+
+    The workflow passes it as a parameter of each preprocessing batch: a changed, added or
+    removed file changes its batch's digest, and Snakemake's parameter trigger reruns that
+    batch only, without making every file of a large cohort a node of the job graph.
+    """
+    digest = hashlib.sha256()
+    for run in runs:
+        files = [*(run.surfaces or ()), *(run.tables or ()), run.bold, run.sidecar, run.confounds]
+        for path in files:
+            if path is None:
+                continue
+            try:
+                status = os.stat(path)
+                digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+            except FileNotFoundError:
+                digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
