@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,25 +100,16 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(shards, tmp_path, monk
 
 
 def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
-    """torchrun with 2 CPU processes (gloo), each with half of every batch, takes the same steps."""
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
+    """torchrun with 2 CPU processes (gloo), each with half of every batch, takes the same steps
+    (launched as the pretrain rule launches it with pretrain.gpus_per_job: 2)."""
+    from brainscale.training.launch import launch_pretraining
 
     subjects = subjects_of(shards)[:4]
     np.save(tmp_path / "subjects.npy", subjects.astype("S"))
     settings = dict(SETTINGS, batch_size=4, epochs=2, num_workers=0)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"pretrain": settings}))
     single = pretrain(settings, shards, subjects, tmp_path / "single", log=lambda line: None)
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    result = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "brainscale.cli", "pretrain",
-         "--config", str(tmp_path / "config.yaml"), "--shards", str(shards), "--subjects",
-         str(tmp_path / "subjects.npy"), "--output", str(tmp_path / "parallel")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_pretraining(settings, shards, tmp_path / "subjects.npy", tmp_path / "parallel", processes=2,
+                       log=lambda line: None, env={**os.environ, "OMP_NUM_THREADS": "1"})
     first = pd.read_csv(tmp_path / "single" / "log.csv")
     second = pd.read_csv(tmp_path / "parallel" / "log.csv")
     np.testing.assert_allclose(second["loss"].to_numpy(), first["loss"].to_numpy(), rtol=1e-4, atol=1e-5)
