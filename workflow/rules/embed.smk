@@ -53,6 +53,7 @@ rule connectivity_features:
         "../../envs/brainscale.yaml"
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     log:
         "logs/embed/baseline_connectivity.log",
     script:

@@ -10,8 +10,8 @@ checkpoint simulate_derivatives:
     conda:
         "../../envs/brainscale.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     log:
         "logs/simulate/simulate_derivatives.log",
     script:
