@@ -121,3 +121,15 @@ def test_cli_simulate(tmp_path, capsys):
     bad.write_text("simulate:\n  n_subjects: -1\n")
     assert main(["simulate", "--config", str(bad), "--output", str(tmp_path / "x")]) == 2
     assert "simulate.n_subjects" in capsys.readouterr().err
+
+
+def test_slurm_profile_sizes_the_jobs(tmp_path):
+    """The cluster profile parses, and gives training a GPU and CPU stages none (dry run, no Slurm needed)."""
+    result = snakemake("--profile", str(REPO / "slurm"), "-n", "--configfile", str(MINIMAL), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    blocks = {block.split(":", 1)[0]: block for block in result.stdout.split("\nrule ")[1:]}
+    assert "gpu=1" in blocks["pretrain"] and "cpus_per_task=8" in blocks["pretrain"]
+    assert "runtime=120" in blocks["pretrain"]  # attempt 1 of 120 min x attempt
+    cpu_only = snakemake("--profile", str(REPO / "slurm"), "-n", "--configfile", str(MINIMAL),
+                         "--config", "pretrain={device: cpu}", cwd=tmp_path)
+    assert "gpu=0" in cpu_only.stdout.split("\nrule pretrain:", 1)[1].split("\nrule ", 1)[0]
