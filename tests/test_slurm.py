@@ -88,8 +88,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
 def _start_munge() -> int | None:
     """Start munged as user munge unless one runs already; its PID, or None if it was running."""
-    if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0:
-        return None
+    if shutil.which("munge") and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+        return None  # a working munged (a dead one's zombie would fool pgrep)
     key = Path("/etc/munge/munge.key")
     if not key.exists():
         _run("mungekey", "--create")
@@ -98,6 +98,7 @@ def _start_munge() -> int | None:
     run_dir = Path("/run/munge")
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
+    (run_dir / "munged.pid").unlink(missing_ok=True)  # left by an earlier run
     _run("runuser", "-u", "munge", "--", "munged")
     return _wait_for_pid(run_dir / "munged.pid")
 
