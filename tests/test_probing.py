@@ -191,6 +191,10 @@ def test_checkpoints_that_do_not_fit_are_refused(shards, tiny_checkpoint, tmp_pa
         load_checkpoint(tmp_path / "other_map.pt", network_map_of(shards))
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "absent.pt", network_map_of(shards), name="released")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    for format in ("brainscale", "reference"):
+        with pytest.raises(CheckpointError, match="garbage.pt.*not a readable PyTorch file"):
+            load_checkpoint(tmp_path / "garbage.pt", network_map_of(shards), format=format)
 
 
 def test_reference_checkpoints_give_the_imported_encoder_features(reference_state, tmp_path):

@@ -146,11 +146,15 @@ def slurm_cluster(tmp_path_factory):
                 pass
 
 
+def snakemake_on_slurm(workdir: Path, *targets, configfiles=()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "slurm"),
+         "--workflow-profile", str(TEST_LAYER), "--configfile", str(MINIMAL), *map(str, configfiles)],
+        cwd=workdir, capture_output=True, text=True, timeout=1800)
+
+
 def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "slurm"),
-         "--workflow-profile", str(TEST_LAYER), "--configfile", str(MINIMAL)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    result = snakemake_on_slurm(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for path in ("results/figures/scaling.png", "results/tables/scaling.tsv", "results/qc/runs.tsv",
                  "results/pretrain/tiny/n-2_seed-0/encoder.pt", "results/probes/baseline/oracle/metrics.tsv"):
@@ -166,3 +170,15 @@ def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
     for path in job_logs:
         job = _run("scontrol", "show", "job", path.stem).stdout
         assert ("gpu" in job) == ("rule_pretrain" in path.parts), path
+    # A job that keeps failing is retried (profile: retries 2), then reported with its logs.
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "broken.yaml").write_text(f"probe:\n  checkpoints:\n    broken: {{path: {tmp_path / 'broken.pt'}}}\n")
+    failed = snakemake_on_slurm(tmp_path, "probe_all", configfiles=[tmp_path / "broken.yaml"])
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    attempts = sorted((tmp_path / ".snakemake" / "slurm_logs" / "rule_embed" / "external_broken").glob("*.log"))
+    assert len(attempts) == 3, attempts  # the first try and two retries, each its own Slurm job
+    assert "logs/embed/external/broken.log" in output
+    for log in (tmp_path / "logs" / "embed" / "external" / "broken.log", attempts[-1]):
+        assert "broken.pt: not a readable PyTorch file" in log.read_text(), log
+

@@ -97,7 +97,11 @@ def load_encoder(path: str | Path):
     """
     from ..models.semantoks import SemantoksEncoder
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # any unreadable file: truncated, not PyTorch, another pickle
+        raise TrainingError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {error}). "
+                            "Copy the checkpoint again or point the config at the right file.") from None
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise TrainingError(f"{path}: not a brainscale encoder export ({EXPORT_FORMAT}). A reference "
                             "Brain-Semantoks checkpoint is read with format: reference (see config/README.md).")
