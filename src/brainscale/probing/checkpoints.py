@@ -6,7 +6,6 @@ Whatever its origin, an encoder is checked against the shards it will read: its 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -15,22 +14,13 @@ from ..models.reference import ReferenceImportError, import_reference_state_dict
 from ..models.semantoks import SemantoksEncoder
 from ..training.loop import TrainingError, load_encoder, model_config, save_encoder
 
-__all__ = ["CheckpointError", "file_sha256", "load_checkpoint", "random_encoder", "write_random_encoder"]
+__all__ = ["CheckpointError", "load_checkpoint", "random_encoder", "write_random_encoder"]
 
 FORMATS = ("brainscale", "reference")
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be probed on these shards (the message names the file and the fix)."""
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (the identity of a checkpoint, whatever its name or date)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "brainscale",

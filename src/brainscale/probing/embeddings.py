@@ -220,14 +220,14 @@ def embed_checkpoint(checkpoint_path: str | Path, shard_folder: str | Path, spli
     bool
         True when the features came from the cache.
     """
-    from ..shards.writer import MANIFEST
+    from ..shards.writer import MANIFEST, sha256_of
     from ..training.loop import network_map_of
-    from .checkpoints import file_sha256, load_checkpoint
+    from .checkpoints import load_checkpoint
 
     checkpoint = dict(checkpoint or {"format": "brainscale"})
     subjects = probe_subjects(splits_dir)
-    checkpoint_sha = file_sha256(checkpoint_path)
-    manifest_sha = file_sha256(Path(shard_folder) / MANIFEST)
+    checkpoint_sha = sha256_of(checkpoint_path)
+    manifest_sha = sha256_of(Path(shard_folder) / MANIFEST)
     key = embedding_key(checkpoint_sha, manifest_sha, subjects,
                         {"n_crops": settings["n_crops"], "reader": checkpoint})
 
