@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_directory", "atomic_file", "write_text_atomic"]
+__all__ = ["atomic_directory", "atomic_file", "write_text_atomic", "load_torch_file"]
 
 _PARTIAL_TAG = ".partial-"
 
@@ -78,3 +78,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     with atomic_file(path) as temporary:
         temporary.write_text(text)
+
+
+def load_torch_file(path: str | Path, error: type[Exception]):
+    """``torch.load`` a checkpoint on the CPU; an unreadable file (truncated, not PyTorch, another
+    pickle) raises ``error`` naming the file and the fix."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as problem:
+        raise error(f"{path}: not a readable PyTorch file ({type(problem).__name__}: {problem}). Copy or download "
+                    "the checkpoint again, or point the config at the right file.") from None
+

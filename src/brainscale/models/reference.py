@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import load_torch_file
+
 __all__ = ["ReferenceImportError", "map_reference_key", "import_reference_state_dict", "load_reference_checkpoint"]
 
 _RULES = [
@@ -107,11 +109,7 @@ def import_reference_state_dict(state_dict: dict, encoder, head=None, *, side: s
 
 def load_reference_checkpoint(path: str | Path) -> dict:
     """The reference ``model_state_dict`` from a training checkpoint or a released ``.pth``."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # any unreadable file: truncated, not PyTorch, another pickle
-        raise ReferenceImportError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {error}). "
-                                   "Download the checkpoint again or point the config at the right file.") from None
+    payload = load_torch_file(path, ReferenceImportError)
     if isinstance(payload, dict) and "model_state_dict" in payload:
         return payload["model_state_dict"]
     if isinstance(payload, dict) and any(k.startswith("teacher_encoder.") for k in payload):

@@ -82,7 +82,7 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
 
 def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     """Columns: tasks; probe score of each layer for every pretraining size and random init,
-    the best layer of each marked."""
+    the best layer of each (``best_layer`` of :func:`brainscale.probing.scaling.layer_table`) marked."""
     tasks = sorted(table["task"].unique())
     figure, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False)
     sizes = sorted(table.loc[table["family"] == "pretrained", "size"].dropna().unique())
@@ -96,11 +96,10 @@ def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         for label, part, colour, style in curves:
             if not len(part):
                 continue
-            part = part.groupby("layer", as_index=False)["mean"].mean().sort_values("layer")
+            part = part.sort_values("layer")  # one row per layer (layer_table)
             axis.plot(part["layer"], part["mean"], style, color=colour, marker="o", markersize=3, label=label)
-            best = part.loc[part["mean"].idxmax()] if part["mean"].notna().any() else None
-            if best is not None:
-                axis.plot(best["layer"], best["mean"], "*", color=colour, markersize=11)
+            best = part[part["best_layer"]]
+            axis.plot(best["layer"], best["mean"], "*", color=colour, markersize=11)
         metric = rows["metric"].iloc[0]
         axis.set_title(task)
         axis.set_xlabel("layer")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_file
-from ..shards.reader import ShardDataset
+from ..shards.reader import ShardDataset, pad_crop
 
 __all__ = ["FEATURE_FORMAT", "FeatureTable", "write_features", "read_features", "extract_embeddings",
            "embedding_key", "cached", "probe_subjects", "probe_dataset", "embed_checkpoint"]
@@ -85,13 +85,6 @@ def read_features(path: str | Path) -> FeatureTable:
         return FeatureTable(source["subject"][:].astype(str), features, extra, dict(source.attrs))
 
 
-def _crop(run: np.ndarray, start: int, length: int) -> np.ndarray:
-    crop = run[:, start:start + length]
-    if crop.shape[1] < length:  # a run shorter than a crop is zero-padded, as in training
-        crop = np.pad(crop, ((0, 0), (0, length - crop.shape[1])))
-    return crop
-
-
 @torch.inference_mode()
 def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, device: str = "cpu",
                        log=None) -> FeatureTable:
@@ -137,7 +130,7 @@ def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, 
         for run, start in chunk:
             if run != cached_run:  # each run is read once: its crops are consecutive
                 cached_run, cached_data = run, dataset.read_run(run)
-            crops.append(_crop(cached_data[0], start, dataset.crop_length))
+            crops.append(pad_crop(cached_data[0][:, start:start + dataset.crop_length], dataset.crop_length))
             missing.append(cached_data[1])
         x = torch.from_numpy(np.stack(crops)).to(device)
         absent = torch.from_numpy(np.stack(missing)).to(device)

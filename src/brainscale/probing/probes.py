@@ -67,6 +67,12 @@ def make_probe(kind: str, strength: float):
                                       transformer=StandardScaler())
 
 
+def predicted_classes(scores, classes) -> np.ndarray:
+    """Class of each decision score: ``classes[1]`` where a (n,) score is positive, else the arg max of (n, k)."""
+    scores, classes = np.asarray(scores), np.asarray(classes)
+    return classes[(scores > 0).astype(int)] if scores.ndim == 1 else classes[scores.argmax(axis=1)]
+
+
 def classification_metrics(y_true, scores, classes) -> dict:
     """Balanced accuracy, accuracy and AUROC of subject-level decision scores.
 
@@ -74,11 +80,10 @@ def classification_metrics(y_true, scores, classes) -> dict:
     the evaluated subjects hold a single class.
     """
     y_true, scores, classes = np.asarray(y_true), np.asarray(scores, dtype=float), np.asarray(classes)
+    predicted = predicted_classes(scores, classes)
     if scores.ndim == 1:
-        predicted = classes[(scores > 0).astype(int)]
         probability = scores
     else:
-        predicted = classes[scores.argmax(axis=1)]
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
         probability = shifted / shifted.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():  # a single class among the evaluated subjects is allowed
@@ -133,7 +138,7 @@ def _evaluate(model, kind, features, row_subjects, labels):
     if kind == CLASSIFICATION:
         classes = model.classes_
         metrics = classification_metrics(y_true, scores, classes)
-        predicted = classes[(scores > 0).astype(int)] if scores.ndim == 1 else classes[scores.argmax(axis=1)]
+        predicted = predicted_classes(scores, classes)
         score_column = scores if scores.ndim == 1 else scores.max(axis=1)
     else:
         metrics = regression_metrics(y_true, scores)

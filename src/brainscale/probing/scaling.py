@@ -41,15 +41,14 @@ def final_scores(metrics: pd.DataFrame) -> pd.DataFrame:
     encoder = metrics["feature"] == ENCODER_FEATURE
     baseline = ~metrics["family"].isin(["pretrained", "random", "external"])
     keep = (encoder | baseline) & (metrics["layer"] == metrics["n_layers"])
-    rows = metrics[keep].copy()
-    rows["metric"] = rows["kind"].map(SELECTION_METRIC)
-    rows["score"] = _selected(rows)
+    return _with_scores(metrics[keep])
+
+
+def _with_scores(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``metric`` (the task kind's selection metric) and ``score`` (that metric's value)."""
+    rows = rows.assign(metric=rows["kind"].map(SELECTION_METRIC))
+    rows["score"] = np.array([rows.at[index, metric] for index, metric in rows["metric"].items()], dtype=float)
     return rows
-
-
-def _selected(rows: pd.DataFrame) -> np.ndarray:
-    """Each row's value of the metric named in its ``metric`` column."""
-    return np.array([rows.at[index, metric] for index, metric in rows["metric"].items()], dtype=float)
 
 
 def _summary(values) -> dict:
@@ -122,9 +121,8 @@ def power_law_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def layer_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per task, layer and encoder (pretrained size or random init): mean score of ``cls_avg`` with CI."""
-    encoders = metrics[metrics["family"].isin(["pretrained", "random"]) & (metrics["feature"] == ENCODER_FEATURE)]
-    encoders = encoders.assign(metric=encoders["kind"].map(SELECTION_METRIC))
-    encoders["score"] = _selected(encoders)
+    encoders = _with_scores(metrics[metrics["family"].isin(["pretrained", "random"]) &
+                                    (metrics["feature"] == ENCODER_FEATURE)])
     rows = []
     for (task, family, size, layer), part in encoders.groupby(["task", "family", encoders["size"].fillna(-1),
                                                                "layer"]):

@@ -75,6 +75,13 @@ def subjects_from_shards(paths: list[Path], labels: list[str] | None = None) -> 
     return table[~table.index.duplicated(keep="first")].sort_index()
 
 
+def pad_crop(crop: np.ndarray, length: int) -> np.ndarray:
+    """(channels, t) -> (channels, length): a run shorter than a crop is zero-padded at the end."""
+    if crop.shape[1] < length:
+        crop = np.pad(crop, ((0, 0), (0, length - crop.shape[1])))
+    return crop
+
+
 def _usable_length(block: np.ndarray) -> int:
     """Time points before the first one where any channel is NaN."""
     bad = np.isnan(block).any(axis=0)
@@ -212,10 +219,7 @@ class ShardDataset(Dataset):
 
     def _crop_at(self, run: int, start: int) -> np.ndarray:
         stop = min(start + self.crop_length, self.runs[run][2])
-        crop = self._read(run, start, stop)
-        if crop.shape[1] < self.crop_length:  # a run shorter than the crop is zero-padded
-            crop = np.pad(crop, ((0, 0), (0, self.crop_length - crop.shape[1])))
-        return np.ascontiguousarray(crop)
+        return np.ascontiguousarray(pad_crop(self._read(run, start, stop), self.crop_length))
 
     def __getitem__(self, item: int):
         if self.crops == "random":

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..io import atomic_file
+from ..io import atomic_file, load_torch_file
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..shards.reader import ShardDataset, shard_paths
 from ..shards.writer import MANIFEST
@@ -97,11 +97,7 @@ def load_encoder(path: str | Path):
     """
     from ..models.semantoks import SemantoksEncoder
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # any unreadable file: truncated, not PyTorch, another pickle
-        raise TrainingError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {error}). "
-                            "Copy the checkpoint again or point the config at the right file.") from None
+    payload = load_torch_file(path, TrainingError)
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise TrainingError(f"{path}: not a brainscale encoder export ({EXPORT_FORMAT}). A reference "
                             "Brain-Semantoks checkpoint is read with format: reference (see config/README.md).")
