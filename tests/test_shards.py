@@ -238,3 +238,29 @@ def test_reader_cuts_a_run_at_the_first_nan_of_any_channel(tmp_path):
     for epoch in range(20):
         dataset.set_epoch(epoch)
         assert torch.isfinite(dataset[0][0]).all()
+
+
+def test_distant_views_keep_their_gap_and_cross_run_views_use_two_runs(shards):
+    from brainscale.shards.reader import distant_starts
+
+    rng = np.random.default_rng(0)
+    for length in (100, 150, 260, 400):
+        for _ in range(200):
+            starts = distant_starts(rng, length, 100, 100)
+            assert all(0 <= s <= length - 100 for s in starts)
+            assert abs(starts[0] - starts[1]) >= min(100, length - 100)  # no overlap where the run allows
+    independent = ShardDataset(shard_paths(shards), views=2, seed=0)
+    with pytest.raises(ValueError, match="use views=2"):
+        ShardDataset(shard_paths(shards), views=1, view_mode="distant")
+    several = [i for i, runs in enumerate(independent.runs_of_subject) if len(runs) > 1]
+    assert several, "the minimal dataset has subjects with repeated runs"
+    cross = ShardDataset(shard_paths(shards), views=2, view_mode="cross_run", seed=0)
+    item = several[0]
+    for epoch in range(5):
+        (run_a, _), (run_b, _) = cross._random_views(item, epoch)
+        assert run_a != run_b and {run_a, run_b} <= set(cross.runs_of_subject[item])
+        x, missing, subject = cross[(epoch, item)]
+        assert x.shape == (2, 457, 100) and subject == item
+    # an item asked for as (pass, item) is the item of that pass
+    independent.set_epoch(3)
+    assert torch.equal(independent[item][0], independent[(3, item)][0])

@@ -15,8 +15,12 @@ from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.training.distillation import SelfDistillation
 from brainscale.training.loop import TrainingError, load_encoder, pretrain
 
-SETTINGS = dict(validate_config({})["pretrain"], model="tiny", batch_size=2, epochs=4, warmup_epochs=1,
-                checkpoint_every=1, device="cpu", base_lr=0.05)
+SETTINGS = dict(validate_config({})["pretrain"], model="tiny", batch_size=2, device="cpu", base_lr=0.05,
+                budget=dict(unit="steps", total=8, warmup=2, network_decay=2, checkpoint_every=2), monitor_every=3)
+
+
+def with_budget(settings: dict = SETTINGS, **budget) -> dict:
+    return dict(settings, budget=dict(settings["budget"], **budget))
 
 
 def subjects_of(shards) -> np.ndarray:
@@ -43,14 +47,15 @@ def test_loss_decreases_on_a_small_synthetic_batch():
 def test_resumed_training_equals_uninterrupted_training(shards, tmp_path):
     subjects = subjects_of(shards)[:4]
     straight = pretrain(SETTINGS, shards, subjects, tmp_path / "straight", log=lambda line: None)
-    assert pretrain(SETTINGS, shards, subjects, tmp_path / "resumed", stop_after_epochs=2,
+    assert pretrain(SETTINGS, shards, subjects, tmp_path / "resumed", stop_at_step=4,
                     log=lambda line: None) is None
     assert not (tmp_path / "resumed" / "encoder.pt").exists()
     resumed = pretrain(SETTINGS, shards, subjects, tmp_path / "resumed", log=lambda line: None)
     first = pd.read_csv(tmp_path / "straight" / "log.csv")
     second = pd.read_csv(tmp_path / "resumed" / "log.csv")
-    assert len(first) == 4 * 2 and list(second["step"]) == list(range(8))  # 4 epochs of 2 steps
+    assert list(first["step"]) == list(range(8)) and list(second["step"]) == list(range(8))
     np.testing.assert_array_equal(first["loss"].to_numpy(), second["loss"].to_numpy())
+    np.testing.assert_array_equal(first["cls_rank"].to_numpy(), second["cls_rank"].to_numpy())
     a, b = load_encoder(straight).state_dict(), load_encoder(resumed).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "straight" / "loss.png").stat().st_size > 5000
@@ -58,9 +63,11 @@ def test_resumed_training_equals_uninterrupted_training(shards, tmp_path):
 
 def test_export_is_small_and_loads_without_training_code(shards, tmp_path):
     subjects = subjects_of(shards)[:2]
-    export = pretrain(dict(SETTINGS, epochs=1), shards, subjects, tmp_path / "run", log=lambda line: None)
+    export = pretrain(with_budget(total=3), shards, subjects, tmp_path / "run", log=lambda line: None)
     payload = torch.load(export, weights_only=False)
-    assert set(payload) == {"format", "config", "state_dict", "trained_steps", "pretraining_subjects"}
+    assert set(payload) == {"format", "config", "state_dict", "trained_steps", "pretraining_subjects", "samples_seen",
+                            "passes"}
+    assert (payload["trained_steps"], payload["samples_seen"], payload["passes"]) == (3, 6, 3.0)
     assert export.stat().st_size < (tmp_path / "run" / "checkpoint.pt").stat().st_size / 2
     encoder = load_encoder(export)
     with torch.no_grad():
@@ -68,7 +75,10 @@ def test_export_is_small_and_loads_without_training_code(shards, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, subjects, words", [
-    ({"batch_size": 16}, 3, "larger than the pretraining subset of 3 subjects"),
+    ({"batch_size": 16, "budget": dict(SETTINGS["budget"], unit="epochs")}, 3,
+     "larger than the pretraining subset of 3 subjects.*samples or steps"),
+    ({"budget": dict(SETTINGS["budget"], warmup=8)}, 3, r"warmup \(8 steps, 8 steps\) is not shorter than the budget"),
+    ({"budget": dict(SETTINGS["budget"], unit="samples", total=1, warmup=0)}, 3, "less than one step"),
     ({}, 0, "subset is empty"),
     ({"architecture": {"token_width": 128}}, 3, "token_width"),
     ({"architecture": {"patch_length": 30}}, 3, "does not divide"),
@@ -93,10 +103,10 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(shards, tmp_path, monk
         return losses
 
     monkeypatch.setattr(SelfDistillation, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"non-finite loss at step 2 \(epoch 2\).*checkpoint.pt"):
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 2 \(pass 2\).*checkpoint.pt"):
         pretrain(SETTINGS, shards, subjects, tmp_path / "run", log=lambda line: None)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 2 and state["epoch"] == 2  # the last good epoch's checkpoint, never a NaN one
+    assert state["step"] == 2  # the last good checkpoint, never a NaN one
 
 
 def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
@@ -106,7 +116,7 @@ def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
 
     subjects = subjects_of(shards)[:4]
     np.save(tmp_path / "subjects.npy", subjects.astype("S"))
-    settings = dict(SETTINGS, batch_size=4, epochs=2, num_workers=0)
+    settings = dict(with_budget(total=3), batch_size=4, num_workers=0)
     single = pretrain(settings, shards, subjects, tmp_path / "single", log=lambda line: None)
     launch_pretraining(settings, shards, tmp_path / "subjects.npy", tmp_path / "parallel", processes=2,
                        log=lambda line: None, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -120,7 +130,7 @@ def test_two_process_data_parallel_run_equals_one_process(shards, tmp_path):
 
 def test_gradient_accumulation_runs_and_checks_its_slices(shards, tmp_path):
     subjects = subjects_of(shards)[:4]
-    export = pretrain(dict(SETTINGS, batch_size=4, accumulate=2, epochs=1), shards, subjects, tmp_path / "acc",
+    export = pretrain(dict(with_budget(total=1, warmup=0), batch_size=4, accumulate=2), shards, subjects, tmp_path / "acc",
                       log=lambda line: None)
     assert load_encoder(export) is not None
     assert pd.read_csv(tmp_path / "acc" / "log.csv")["loss"].notna().all()
@@ -130,13 +140,94 @@ def test_gradient_accumulation_runs_and_checks_its_slices(shards, tmp_path):
 
 def test_a_checkpoint_of_other_data_is_not_resumed_and_a_lost_log_is_restored(shards, tmp_path):
     subjects = subjects_of(shards)[:4]
-    pretrain(dict(SETTINGS, epochs=2), shards, subjects, tmp_path / "run", stop_after_epochs=1, log=lambda line: None)
+    settings = with_budget(total=4)
+    pretrain(settings, shards, subjects, tmp_path / "run", stop_at_step=2, log=lambda line: None)
     (tmp_path / "run" / "log.csv").unlink()  # Snakemake removes the outputs of an incomplete job
     messages = []
-    pretrain(dict(SETTINGS, epochs=2), shards, subjects, tmp_path / "run", log=messages.append)
+    pretrain(settings, shards, subjects, tmp_path / "run", log=messages.append)
     assert any("resuming" in m for m in messages)
     assert list(pd.read_csv(tmp_path / "run" / "log.csv")["step"]) == [0, 1, 2, 3]
     messages.clear()
-    pretrain(dict(SETTINGS, epochs=2), shards, subjects[:2], tmp_path / "run", log=messages.append)
+    pretrain(with_budget(settings, total=3), shards, subjects, tmp_path / "run", log=messages.append)
     assert any("starting over" in m for m in messages)
-    assert list(pd.read_csv(tmp_path / "run" / "log.csv")["step"]) == [0, 1]
+    assert list(pd.read_csv(tmp_path / "run" / "log.csv")["step"]) == [0, 1, 2]
+
+
+def test_a_batch_larger_than_the_subset_trains_with_distinct_crops(shards, tmp_path):
+    subjects = subjects_of(shards)[:2]
+    settings = dict(with_budget(unit="samples", total=24, warmup=8), batch_size=8)
+    export = pretrain(settings, shards, subjects, tmp_path / "run", log=lambda line: None)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log["step"]) == [0, 1, 2] and list(log["samples_seen"]) == [8, 16, 24]
+    np.testing.assert_allclose(log["passes"], [4, 8, 12])
+    assert torch.load(export, weights_only=False)["passes"] == 12
+    # the batch holds each subject four times, each time with its own crops and augmentations
+    from brainscale.training.budget import BatchStream, training_budget
+    from brainscale.training.views import AugmentedViews
+    from brainscale.shards.reader import ShardDataset
+
+    stream = BatchStream(training_budget(settings["budget"], batch_size=8, subset_size=2), seed=0)
+    batch = stream.batch(0)
+    assert sorted(item for _, item in batch) == [0, 0, 0, 0, 1, 1, 1, 1] and len(set(batch)) == 8
+    dataset = AugmentedViews(ShardDataset(shard_paths(shards), subjects, views=2, seed=0), n_networks=9, n_patches=5,
+                             seed=0)
+    first_views = [dataset[key][0][0] for key in batch]
+    assert all(not torch.equal(first_views[i], first_views[j]) for i in range(8) for j in range(i))
+
+
+def test_the_budget_is_the_same_at_every_size_and_epochs_reproduce_the_reference():
+    from brainscale.training.budget import BatchStream, BudgetError, training_budget
+
+    samples = dict(unit="samples", total=1024, warmup=128, network_decay=256, checkpoint_every=512)
+    for size in (8, 64, 512):
+        budget = training_budget(samples, batch_size=16, subset_size=size)
+        assert (budget.total_steps, budget.warmup_steps, budget.network_decay_steps) == (64, 8, 16)
+        assert budget.passes(64) == 1024 / size
+        stream = BatchStream(budget, seed=3)
+        seen = [item for step in range(64) for item in stream.batch(step)]
+        # consecutive passes: every subject once per pass, passes in order
+        for index in range(1024 // size):
+            assert sorted(item for p, item in seen[index * size:(index + 1) * size] if p == index) == \
+                list(range(size))
+    epochs = training_budget(dict(samples, unit="epochs", total=40, warmup=3, network_decay=5), batch_size=8,
+                             subset_size=20)
+    assert (epochs.total_steps, epochs.warmup_steps, epochs.network_decay_steps) == (80, 6, 10)
+    stream = BatchStream(epochs, seed=3)
+    assert {p for p, _ in stream.batch(1)} == {0} and {p for p, _ in stream.batch(2)} == {1}  # the rest is dropped
+    with pytest.raises(BudgetError, match="budget.unit 'hours'"):
+        training_budget(dict(samples, unit="hours"), batch_size=8, subset_size=8)
+
+
+def test_cross_run_views_need_a_subject_with_two_runs(shards, tmp_path):
+    from brainscale.shards.reader import ShardDataset
+
+    dataset = ShardDataset(shard_paths(shards), views=2)
+    single = [s for s, runs in zip(dataset.subject_ids, dataset.runs_of_subject) if len(runs) == 1][:2]
+    settings = dict(SETTINGS, views={"mode": "cross_run", "min_gap": None})
+    with pytest.raises(TrainingError, match="none of the 2 subjects of this subset has two runs.*distant"):
+        pretrain(settings, shards, single, tmp_path / "bad", log=lambda line: None)
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_the_log_carries_collapse_monitors(shards, tmp_path):
+    pretrain(with_budget(total=4), shards, subjects_of(shards)[:4], tmp_path / "run", log=lambda line: None)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    measured = log.dropna(subset=["cls_rank"])
+    assert list(measured["step"]) == [0, 3]  # every monitor_every (3) steps and the last
+    assert ((measured["cls_std"] > 0) & (measured["cls_std"] < 2)).all()
+    assert ((measured["cls_rank"] >= 1) & (measured["cls_rank"] <= 4)).all()  # 2 views x 2 subjects
+
+
+def test_collapse_monitors_tell_collapse_from_spread():
+    from brainscale.training.diagnostics import collapse_monitors
+
+    generator = torch.Generator().manual_seed(0)
+    spread = collapse_monitors(torch.randn(256, 32, generator=generator))
+    assert 0.9 < spread["cls_std"] < 1.1 and spread["cls_rank"] > 25
+    point = torch.ones(256, 32) + 1e-6 * torch.randn(256, 32, generator=generator)
+    collapsed = collapse_monitors(point)
+    assert collapsed["cls_std"] < 1e-4
+    line = torch.randn(256, 1, generator=generator) * torch.randn(1, 32, generator=generator)  # one direction
+    assert collapse_monitors(line)["cls_rank"] < 1.5
+    with pytest.raises(ValueError, match="samples >= 2"):
+        collapse_monitors(torch.randn(1, 32))

@@ -3,9 +3,13 @@
 - The index (which rows belong to which subject, and each row's usable length) is read at
   construction and every file is closed again; HDF5 files are opened lazily inside each
   worker process (h5py handles must never cross a fork).
-- One epoch visits every subject once; each visit takes a random run of the subject and a
-  random crop of it. Randomness comes from ``(seed, epoch, item)``, so a run does not depend
-  on the number of workers. ``set_epoch`` moves to the next epoch.
+- One epoch (a pass) visits every subject once; each visit takes a random run of the subject
+  and a random crop of it. Randomness comes from ``(seed, epoch, item)``, so a run does not
+  depend on the number of workers. ``set_epoch`` moves to the next epoch; an item may also be
+  asked for as ``dataset[(epoch, item)]``, so that one batch can hold items of two passes.
+- With ``views`` > 1, ``view_mode`` says how the crops of one item relate (see
+  :data:`VIEW_MODES`): independent starts in one run, starts at least ``min_gap`` apart in one
+  run, or different runs of the subject where it has several.
 - A run is cut at its first time point where any channel is NaN (the padding): shards written
   by brainscale vouch that ``ts_len`` is that point; other shards are scanned once at
   construction. A run shorter than the crop is zero-padded. Only the crop window is read.
@@ -28,7 +32,15 @@ from torch.utils.data import Dataset
 
 from .writer import GROUPS, MANIFEST, sha256_of
 
-__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "ShardDataset"]
+__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "ShardDataset", "VIEW_MODES",
+           "distant_starts"]
+
+#: How the views of one training item are drawn.
+VIEW_MODES = {
+    "independent": "independent random starts in one random run (the reference; views may overlap)",
+    "distant": "one random run, starts at least min_gap TRs apart (capped at what the run allows)",
+    "cross_run": "two different runs of the subject where it has several, else as distant",
+}
 
 
 class ShardCorrupted(RuntimeError):
@@ -82,6 +94,20 @@ def pad_crop(crop: np.ndarray, length: int) -> np.ndarray:
     return crop
 
 
+def distant_starts(rng: np.random.Generator, length: int, crop_length: int, min_gap: int) -> list[int]:
+    """Two crop starts in a run of ``length`` TRs, at least ``min(min_gap, length - crop_length)`` apart.
+
+    The distance is drawn uniformly from what the run allows, the pair's position uniformly
+    for that distance, and the order of the two views at random.
+    """
+    highest = max(length - crop_length, 0)  # the last possible start
+    gap = min(min_gap, highest)
+    distance = int(rng.integers(gap, highest + 1))
+    first = int(rng.integers(0, highest - distance + 1))
+    starts = [first, first + distance]
+    return starts[::-1] if rng.random() < 0.5 else starts
+
+
 def _usable_length(block: np.ndarray) -> int:
     """Time points before the first one where any channel is NaN."""
     bad = np.isnan(block).any(axis=0)
@@ -107,17 +133,27 @@ class ShardDataset(Dataset):
         Check the shards against their folder's manifest first (raises ShardCorrupted).
 
     views : int
-        Random crops per item (``views`` > 1: independent starts in the same run; x gets a
-        leading views axis), for self-supervised objectives.
+        Random crops per item (``views`` > 1: x gets a leading views axis), for self-supervised
+        objectives.
+    view_mode : {"independent", "distant", "cross_run"}
+        How the views of an item are drawn (:data:`VIEW_MODES`); ``distant`` and ``cross_run``
+        need ``views`` = 2.
+    min_gap : int, optional
+        Least distance in TRs between the starts of ``distant`` views (default: ``crop_length``,
+        i.e. views that do not overlap where the run is long enough).
 
     Items are ``(x, missing, subject_index)``: x (457, crop_length) float32, missing (457,) bool.
     """
 
     def __init__(self, paths, subjects=None, *, crop_length: int = 100, crops: str = "random",
                  n_eval_crops: int = 8, seed: int = 0, preload: bool = False, max_preload_gb: float = 8.0,
-                 verify: bool = True, views: int = 1):
+                 verify: bool = True, views: int = 1, view_mode: str = "independent", min_gap: int | None = None):
         if crops not in ("random", "eval"):
             raise ValueError(f"crops must be 'random' or 'eval', received {crops!r}")
+        if view_mode not in VIEW_MODES:
+            raise ValueError(f"view_mode must be one of {sorted(VIEW_MODES)}, received {view_mode!r}")
+        if view_mode != "independent" and views != 2:
+            raise ValueError(f"view_mode {view_mode!r} draws pairs of views: use views=2 (received {views})")
         self.paths = [str(p) for p in paths]
         if not self.paths:
             raise ValueError("no shard given")
@@ -127,7 +163,8 @@ class ShardDataset(Dataset):
             if problems:
                 raise ShardCorrupted("; ".join(problems))
         self.crop_length, self.crops, self.n_eval_crops, self.seed = crop_length, crops, n_eval_crops, seed
-        self.views = views
+        self.views, self.view_mode = views, view_mode
+        self.min_gap = crop_length if min_gap is None else int(min_gap)
         self.epoch = 0
         wanted = None if subjects is None else {str(s) for s in subjects}
         rows, missing_rows = [], []  # rows: (shard index, row, usable length, subject)
@@ -221,19 +258,35 @@ class ShardDataset(Dataset):
         stop = min(start + self.crop_length, self.runs[run][2])
         return np.ascontiguousarray(pad_crop(self._read(run, start, stop), self.crop_length))
 
-    def __getitem__(self, item: int):
-        if self.crops == "random":
-            rng = np.random.default_rng([self.seed, self.epoch, item])
-            candidates = self.runs_of_subject[item]
-            run = candidates[int(rng.integers(len(candidates)))]
+    @property
+    def subjects_with_several_runs(self) -> int:
+        return sum(len(runs) > 1 for runs in self.runs_of_subject)
+
+    def _random_views(self, item: int, epoch: int) -> list[tuple[int, int]]:
+        """(run, start) of each view of subject ``item`` in pass ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch, item])
+        candidates = self.runs_of_subject[item]
+        if self.view_mode == "cross_run" and len(candidates) > 1:
+            first, second = rng.choice(len(candidates), size=2, replace=False)
+            runs = [candidates[int(first)], candidates[int(second)]]
+            return [(run, int(rng.integers(0, max(self.runs[run][2] - self.crop_length, 0) + 1))) for run in runs]
+        run = candidates[int(rng.integers(len(candidates)))]
+        if self.view_mode == "independent":
             highest = max(self.runs[run][2] - self.crop_length, 0) + 1
-            starts = [int(rng.integers(0, highest)) for _ in range(self.views)]
+            return [(run, int(rng.integers(0, highest))) for _ in range(self.views)]
+        return [(run, start) for start in distant_starts(rng, self.runs[run][2], self.crop_length, self.min_gap)]
+
+    def __getitem__(self, key):
+        if self.crops == "random":
+            epoch, item = key if isinstance(key, tuple) else (self.epoch, key)
+            views = self._random_views(int(item), int(epoch))
         else:
-            run, crop = divmod(item, self.n_eval_crops)
-            starts = [int(self.eval_starts(self.runs[run][2])[crop])]
-        crops = [self._crop_at(run, start) for start in starts]
+            run, crop = divmod(key, self.n_eval_crops)
+            views = [(run, int(self.eval_starts(self.runs[run][2])[crop]))]
+        crops = [self._crop_at(run, start) for run, start in views]
         x = crops[0] if len(crops) == 1 else np.stack(crops)
-        return torch.from_numpy(x), torch.from_numpy(self.missing[run]), self.runs[run][3]
+        missing = np.logical_or.reduce([self.missing[run] for run, _ in views])  # a channel any view lacks
+        return torch.from_numpy(x), torch.from_numpy(missing), self.runs[views[0][0]][3]
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -1,12 +1,15 @@
 """The pretraining loop: one subset of subjects, one model, checkpoints that resume exactly.
 
-Every random choice is a function of the seed and the position in training: the model
-initialisation of the seed, the subject order of ``(seed, epoch)``, the crops, augmentations
-and candidate masks of ``(seed, epoch, item)`` (drawn in the DataLoader workers, see
-``AugmentedViews``), the noise and the decision to mask of ``(seed, step)``. A run resumed
-from a checkpoint therefore replays the same steps as an uninterrupted one, and N
-data-parallel processes take the same steps as one. Checkpoints are written atomically at
-epoch ends; a non-finite loss stops training with the step and the last good checkpoint named.
+The run lasts the steps of ``pretrain.budget`` (see :mod:`.budget`: samples or steps, the same
+at every subset size, or the reference's epochs). Every random choice is a function of the
+seed and the position in training: the model initialisation of the seed, the subject order of
+``(seed, pass)``, the crops, augmentations and candidate masks of ``(seed, pass, item)`` (drawn
+in the DataLoader workers, see ``AugmentedViews``), the noise and the decision to mask of
+``(seed, step)``. A run resumed from a checkpoint therefore replays the same steps as an
+uninterrupted one, and N data-parallel processes take the same steps as one. Checkpoints are
+written atomically every ``budget.checkpoint_every``; a non-finite loss stops training with
+the step and the last good checkpoint named. Every ``monitor_every`` steps the log records
+the collapse monitors of the teacher's CLS tokens (:mod:`.diagnostics`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from ..io import atomic_file, load_torch_file
 from ..models.semantoks import MODEL_SIZES, SemantoksConfig
 from ..shards.reader import ShardDataset, shard_paths
 from ..shards.writer import MANIFEST
+from .budget import BatchStream, BudgetError, training_budget
+from .diagnostics import MONITOR_COLUMNS, collapse_monitors
 from .distillation import SelfDistillation
-from .views import AugmentedViews
 from .schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
+from .views import AugmentedViews
 
 __all__ = ["TrainingError", "network_map_of", "model_config", "pretrain", "export_encoder", "save_encoder",
            "load_encoder", "LOG_COLUMNS"]
 
-LOG_COLUMNS = ["epoch", "step", "loss", "cls", "network", "mask", "lr", "weight_decay", "momentum",
-               "samples_per_s"]
+LOG_COLUMNS = ["step", "samples_seen", "passes", "loss", "cls", "network", "mask", "lr", "weight_decay", "momentum",
+               "samples_per_s", *MONITOR_COLUMNS]
 EXPORT_FORMAT = "brainscale-semantoks-encoder-1"
 
 
@@ -82,9 +87,11 @@ def save_encoder(encoder, path: str | Path, **metadata) -> None:
                  Path(path))
 
 
-def export_encoder(model: SelfDistillation, path: Path, *, step: int, subjects: int) -> None:
-    """The downstream artifact: the teacher encoder's weights and its config, nothing else."""
-    save_encoder(model.teacher, path, trained_steps=step, pretraining_subjects=subjects)
+def export_encoder(model: SelfDistillation, path: Path, *, step: int, subjects: int, samples_seen: int,
+                   passes: float) -> None:
+    """The downstream artifact: the teacher encoder's weights and config, and how long it trained."""
+    save_encoder(model.teacher, path, trained_steps=step, pretraining_subjects=subjects, samples_seen=samples_seen,
+                 passes=passes)
 
 
 def load_encoder(path: str | Path):
@@ -159,12 +166,15 @@ def _distributed(settings: dict) -> tuple[int, int, torch.device | None]:
     return world_size, dist.get_rank(), device
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 7919 + int(epoch))).tolist()
+def _teacher_cls(model: SelfDistillation, views: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """(2B, D) teacher CLS tokens of a step's views, for the collapse monitors."""
+    with torch.no_grad():
+        flat = views.flatten(0, 1)
+        return model.teacher(flat, missing_channels=missing.repeat(views.shape[0], 1))[:, 0]
 
 
 def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str | Path, *,
-             stop_after_epochs: int | None = None, log=print) -> Path:
+             stop_at_step: int | None = None, log=print) -> Path:
     """Pretrain on ``subjects`` and write checkpoint, CSV log, loss figure and encoder export.
 
     Parameters
@@ -177,8 +187,8 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         The pretraining subset.
     output_dir : path
         Receives ``checkpoint.pt``, ``log.csv``, ``loss.png`` and ``encoder.pt``.
-    stop_after_epochs : int, optional
-        Stop (with a checkpoint) after this many epochs of this call, as if interrupted.
+    stop_at_step : int, optional
+        Stop (with a checkpoint) once this many steps are done, as if interrupted.
 
     Returns
     -------
@@ -190,9 +200,10 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     if not subjects:
         raise TrainingError("the pretraining subset is empty: check splits.pretrain_sizes and the split files.")
     batch_size = settings["batch_size"]
-    if batch_size > len(subjects):
-        raise TrainingError(f"pretrain.batch_size {batch_size} is larger than the pretraining subset of "
-                            f"{len(subjects)} subjects: lower the batch size or drop the smaller subset size.")
+    try:
+        budget = training_budget(settings["budget"], batch_size=batch_size, subset_size=len(subjects))
+    except BudgetError as error:
+        raise TrainingError(str(error)) from None
     config = model_config(settings, network_map_of(shard_folder))
     world_size, rank, device = _distributed(settings)
     device = device or _device(settings["device"])
@@ -203,19 +214,24 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         raise TrainingError(f"pretrain.accumulate {settings['accumulate']} must divide the per-process batch "
                             f"({local_batch}) into slices of at least 2 subjects.")
     seed = settings["seed"]
+    views_settings = settings["views"]
+    crops = ShardDataset(shard_paths(shard_folder), subjects, crop_length=config.crop_length, seed=seed,
+                         preload=settings["preload"], views=2, view_mode=views_settings["mode"],
+                         min_gap=views_settings["min_gap"])
+    if views_settings["mode"] == "cross_run" and crops.subjects_with_several_runs == 0:
+        raise TrainingError(f"pretrain.views.mode is cross_run, but none of the {len(subjects)} subjects of this "
+                            "subset has two runs in the shards: set pretrain.views.mode to distant (or "
+                            "independent), or pretrain on subjects with repeated runs or sessions.")
     torch.manual_seed(seed)
     model = SelfDistillation(config).to(device)
     parameters = [p for p in model.student_modules().parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=0.0, weight_decay=settings["weight_decay"][0])
-    dataset = AugmentedViews(ShardDataset(shard_paths(shard_folder), subjects, crop_length=config.crop_length,
-                                          seed=seed, preload=settings["preload"], views=2),
-                             n_networks=config.n_networks, n_patches=config.n_patches, seed=seed)
-
-    steps_per_epoch = len(subjects) // batch_size
-    total_steps = steps_per_epoch * settings["epochs"]
+    dataset = AugmentedViews(crops, n_networks=config.n_networks, n_patches=config.n_patches, seed=seed)
+    stream = BatchStream(budget, seed)
+    total_steps = budget.total_steps
     base_lr = settings["base_lr"] * batch_size / 256
     checkpoint_path, log_path = output_dir / "checkpoint.pt", output_dir / "log.csv"
-    start_epoch, step, log_rows = 0, 0, []
+    step, log_rows = 0, []
     # A checkpoint is resumed only for the same model, settings, subjects and shard contents.
     identity = {"config": config.to_dict(), "settings": settings, "subjects": sorted(subjects),
                 "shards": json.loads((Path(shard_folder) / MANIFEST).read_text())["shards"]}
@@ -226,78 +242,84 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, log_rows = state["epoch"], state["step"], state["log_rows"]
-        log(f"resuming from {checkpoint_path} at epoch {start_epoch}, step {step}")
+        step, log_rows = state["step"], state["log_rows"]
+        log(f"resuming from {checkpoint_path} at step {step}")
     if rank == 0:  # the log restarts from the checkpoint's copy (Snakemake may have removed log.csv)
         _write_log(log_path, log_rows)
+    log(f"budget: {total_steps} steps of {batch_size} = {budget.samples} samples, "
+        f"{budget.passes(total_steps):.1f} passes over {len(subjects)} subjects; views {views_settings['mode']}")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world_size > 1 else model
     forward = torch.compile(forward) if settings["compile"] else forward
-    loader_options = dict(num_workers=settings["num_workers"], collate_fn=None)
-    epochs_this_call = 0
-    for epoch in range(start_epoch, settings["epochs"]):
-        dataset.set_epoch(epoch)
-        order = _epoch_order(seed, epoch, len(subjects))
-        batches = [order[i:i + batch_size][rank * local_batch:(rank + 1) * local_batch]  # this process's share
-                   for i in range(0, steps_per_epoch * batch_size, batch_size)]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_options)
-        model.train()
-        rows = []
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{settings['epochs']}", leave=False,
-                        disable=rank != 0 or not sys.stderr.isatty())
-        for views, missing, masks in progress:
-            started = time.perf_counter()
-            use_masks = bool(torch.rand((), generator=_step_generator(seed, step)) < settings["mask_probability"])
-            positions = list(range(rank * local_batch, (rank + 1) * local_batch))
-            views = views.transpose(0, 1).to(device, non_blocking=True)  # (2, B, C, T)
-            views = views + _noise(tuple(views.shape), positions, batch_size, seed, step, device)
-            masks = masks.transpose(0, 1).to(device) if use_masks else None
-            lr = learning_rate(step, base=base_lr, warmup_steps=settings["warmup_epochs"] * steps_per_epoch,
-                               total_steps=total_steps)
-            weight_decay = cosine_rise(step, start=settings["weight_decay"][0], end=settings["weight_decay"][1],
-                                       total_steps=total_steps)
-            for group in optimizer.param_groups:
-                group["lr"], group["weight_decay"] = lr, weight_decay
-            network_weight = network_loss_weight(step, weight=settings["network_weight"],
-                                                 decay_steps=settings["network_decay_epochs"] * steps_per_epoch)
-            optimizer.zero_grad(set_to_none=True)
-            losses = _accumulate_gradients(forward, views, missing.to(device), masks, settings["accumulate"],
-                                           autocast, network_weight=network_weight,
-                                           mask_weight=settings["mask_weight"], eps=settings["eps"],
-                                           world_size=world_size)
-            if not torch.isfinite(losses["total"]):
-                last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no epoch finished)"
-                raise TrainingError(f"non-finite loss at step {step} (epoch {epoch}); training stopped. Last good "
-                                    f"checkpoint: {last}. Lower pretrain.base_lr or check the shards.")
-            torch.nn.utils.clip_grad_norm_(parameters, settings["grad_clip"])
-            optimizer.step()
-            momentum = cosine_rise(step, start=settings["momentum"][0], end=settings["momentum"][1],
-                                   total_steps=total_steps)
-            ema_update(model.teacher_modules(), model.student_modules(), momentum)
-            applied = {"total": True, "cls": True, "network": network_weight > 0, "mask": masks is not None}
-            terms = [float(losses[k].detach()) if applied[k] else float("nan") for k in applied]  # NaN: not applied
-            rows.append([epoch, step, *terms, lr, weight_decay, momentum,
-                         batch_size / (time.perf_counter() - started)])
-            progress.set_postfix(loss=f"{rows[-1][2]:.4f}")
-            step += 1
-        epochs_this_call += 1
-        last_epoch = epoch + 1 == settings["epochs"]
+    last_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
+    shares = [stream.batch(s)[rank * local_batch:(rank + 1) * local_batch]  # this process's share of each step
+              for s in range(step, last_step)]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=shares, num_workers=settings["num_workers"])
+    positions = list(range(rank * local_batch, (rank + 1) * local_batch))
+    model.train()
+    rows = []
+
+    def save_checkpoint() -> None:
         log_rows.extend(rows)
         if rank == 0:
             _write_log(log_path, rows, append=True)
-            if last_epoch or (epoch + 1) % settings["checkpoint_every"] == 0 or epochs_this_call == stop_after_epochs:
-                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                              "step": step, "identity": identity, "log_rows": log_rows}, checkpoint_path)
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                          "identity": identity, "log_rows": log_rows}, checkpoint_path)
+        rows.clear()
         if world_size > 1:
             dist.barrier()  # the checkpoint is complete before any process goes on
-        log(f"epoch {epoch + 1}/{settings['epochs']}: loss {rows[-1][2]:.4f}" if rows else f"epoch {epoch + 1}")
-        if epochs_this_call == stop_after_epochs and not last_epoch:
-            return None
+
+    progress = tqdm(loader, desc="pretraining", initial=step, total=total_steps, leave=False,
+                    disable=rank != 0 or not sys.stderr.isatty())
+    for views, missing, masks in progress:
+        started = time.perf_counter()
+        use_masks = bool(torch.rand((), generator=_step_generator(seed, step)) < settings["mask_probability"])
+        views = views.transpose(0, 1).to(device, non_blocking=True)  # (2, B, C, T)
+        views = views + _noise(tuple(views.shape), positions, batch_size, seed, step, device)
+        missing = missing.to(device)
+        masks = masks.transpose(0, 1).to(device) if use_masks else None
+        lr = learning_rate(step, base=base_lr, warmup_steps=budget.warmup_steps, total_steps=total_steps)
+        weight_decay = cosine_rise(step, start=settings["weight_decay"][0], end=settings["weight_decay"][1],
+                                   total_steps=total_steps)
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = lr, weight_decay
+        network_weight = network_loss_weight(step, weight=settings["network_weight"],
+                                             decay_steps=budget.network_decay_steps)
+        optimizer.zero_grad(set_to_none=True)
+        losses = _accumulate_gradients(forward, views, missing, masks, settings["accumulate"],
+                                       autocast, network_weight=network_weight,
+                                       mask_weight=settings["mask_weight"], eps=settings["eps"],
+                                       world_size=world_size)
+        if not torch.isfinite(losses["total"]):
+            last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no checkpoint written yet)"
+            raise TrainingError(f"non-finite loss at step {step} (pass {stream.pass_of(step)}); training stopped. "
+                                f"Last good checkpoint: {last}. Lower pretrain.base_lr or check the shards.")
+        torch.nn.utils.clip_grad_norm_(parameters, settings["grad_clip"])
+        optimizer.step()
+        momentum = cosine_rise(step, start=settings["momentum"][0], end=settings["momentum"][1],
+                               total_steps=total_steps)
+        ema_update(model.teacher_modules(), model.student_modules(), momentum)
+        applied = {"total": True, "cls": True, "network": network_weight > 0, "mask": masks is not None}
+        terms = [float(losses[k].detach()) if applied[k] else float("nan") for k in applied]  # NaN: not applied
+        monitors = [float("nan")] * len(MONITOR_COLUMNS)
+        if step % settings["monitor_every"] == 0 or step + 1 == total_steps:
+            values = collapse_monitors(_teacher_cls(model, views, missing))
+            monitors = [values[name] for name in MONITOR_COLUMNS]
+        step += 1
+        rows.append([step - 1, step * batch_size, budget.passes(step), *terms, lr, weight_decay, momentum,
+                     batch_size / (time.perf_counter() - started), *monitors])
+        progress.set_postfix(loss=f"{rows[-1][3]:.4f}")
+        if step % budget.checkpoint_every_steps == 0 or step in (total_steps, last_step):
+            save_checkpoint()
+            log(f"step {step}/{total_steps}: loss {log_rows[-1][3]:.4f}")
+    if step < total_steps:
+        return None
     export = output_dir / "encoder.pt"
     if rank == 0:
-        export_encoder(model, export, step=step, subjects=len(subjects))
+        export_encoder(model, export, step=step, subjects=len(subjects), samples_seen=step * batch_size,
+                       passes=budget.passes(step))
         from ..plotting.training import plot_loss_curve
 
         plot_loss_curve(log_path, output_dir / "loss.png")

@@ -1,7 +1,7 @@
 """Two augmented, optionally masked views of a subject, drawn where the data are loaded.
 
 Each item's random draws (channels and time block to zero, amplitude scale, slice masks)
-come from a generator of ``(seed, epoch, item, view)``: they do not depend on the batch an
+come from a generator of ``(seed, pass, item, view)``: they do not depend on the batch an
 item lands in, on the process that loads it or on the number of DataLoader workers, and the
 work runs in the workers. The Gaussian noise, the one heavy draw, is added by the training
 step on the device.
@@ -20,7 +20,10 @@ __all__ = ["AugmentedViews"]
 
 
 class AugmentedViews(Dataset):
-    """Wrap a ``ShardDataset(views=2)``: items are (views (2, C, T), missing (C,), masks (2, N, P))."""
+    """Wrap a ``ShardDataset(views=2)``: items are (views (2, C, T), missing (C,), masks (2, N, P)).
+
+    Keys are ``(pass, item)`` pairs (or an item of the current pass, see ``set_epoch``).
+    """
 
     def __init__(self, crops: ShardDataset, *, n_networks: int, n_patches: int, seed: int):
         self.crops, self.n_networks, self.n_patches, self.seed = crops, n_networks, n_patches, seed
@@ -31,9 +34,10 @@ class AugmentedViews(Dataset):
     def __len__(self) -> int:
         return len(self.crops)
 
-    def __getitem__(self, item: int):
-        views, missing, _ = self.crops[item]
-        generators = [torch.Generator().manual_seed(hash((self.seed, self.crops.epoch, int(item), view)) % (2**62))
+    def __getitem__(self, key):
+        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
+        views, missing, _ = self.crops[(epoch, item)]
+        generators = [torch.Generator().manual_seed(hash((self.seed, int(epoch), int(item), view)) % (2**62))
                       for view in range(views.shape[0])]
         augmented, masks = [], []
         for view, generator in enumerate(generators):
