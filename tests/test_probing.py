@@ -24,6 +24,7 @@ from brainscale.shards.splits import write_splits
 from brainscale.training.loop import network_map_of, save_encoder
 
 LABELS = validate_config({})["shards"]["labels"]
+GRID = validate_config({})["probe"]["strengths"]
 EMBED = dict(validate_config({})["embed"], batch_size=16)
 TINY = {"model": "tiny", "architecture": {}}
 
@@ -104,25 +105,99 @@ def test_probes_find_a_planted_signal_and_save_subject_predictions():
     table, labels = planted()
     tasks = resolve_tasks(None, {"sex_bi": LABELS["sex_bi"], "age": LABELS["age"]})
     metrics, predictions = probe_features(table, labels, tasks, split_seeds=[0, 1], proportions=[0.6, 0.2, 0.2],
-                                          grid=[0.1, 10, 1000])
+                                          grid=[1e-3, 0.1, 10])
     best = metrics[metrics["feature"] == "cls_avg"].groupby("task")[["balanced_accuracy", "r2", "pearson_r"]].mean()
     assert best.loc["sex_bi", "balanced_accuracy"] > 0.8
     assert best.loc["age", "r2"] > 0.6 and best.loc["age", "pearson_r"] > 0.8
-    assert set(metrics["feature"]) == {"cls", "mean", "cls_avg"} and set(metrics["split_seed"]) == {0, 1}
-    # One prediction per subject and part: crops are averaged, never scored one by one.
+    assert set(metrics["feature"]) == {"cls", "mean", "cls_avg"} and set(metrics["split_seed"]) == {0, 1, -1}
+    # One prediction per subject and part: crops are averaged, never scored one by one. The train and
+    # val subjects get out-of-fold predictions (part cv), the test subjects those of the refitted model.
     one = predictions[(predictions["task"] == "age") & (predictions["feature"] == "cls") &
                       (predictions["split_seed"] == 0)]
     assert not one.duplicated(["part", "subject"]).any()
-    assert set(one["part"]) == {"val", "test"} and len(one) == 24
+    assert set(one["part"]) == {"cv", "test"} and len(one) == 60 and (one["part"] == "test").sum() == 12
+    assert not set(one.loc[one["part"] == "cv", "subject"]) & set(one.loc[one["part"] == "test", "subject"])
+    # No run identity in these rows: subject_reid is NaN (skipped), one row per feature and layer.
+    reid = metrics[metrics["task"] == "subject_reid"]
+    assert len(reid) == 3 and reid["top1"].isna().all() and (reid["split_seed"] == -1).all()
     assert np.allclose(one["y_true"], labels.loc[one["subject"], "age"])
 
 
-def test_strength_is_chosen_on_validation_subjects():
+def test_strength_is_chosen_by_cross_validation_without_the_test_subjects():
     table, labels = planted(seed=1)
     split = split_probe_subjects(labels["age"], "regression", [0.6, 0.2, 0.2], 0)
     # A strength so high that the probe predicts the mean: never preferred over a fitting one.
-    metrics, _ = probe_one(table.matrix("cls"), table.subjects, labels["age"], split, "regression", [1e9, 1.0])
-    assert metrics["strength"] == 1.0
+    metrics, predictions = probe_one(table.matrix("cls"), table.subjects, labels["age"], split, "regression",
+                                     [100.0, 1e-3])
+    assert metrics["strength"] == 1e-3 and metrics["val_score"] > 0.5
+    at_mean, _ = probe_one(table.matrix("cls"), table.subjects, labels["age"], split, "regression", [100.0])
+    assert abs(at_mean["r2"]) < 0.1 and at_mean["pearson_r"] > 0.5  # shrunk to the mean, still ordered
+    # The choice never looks at the test subjects: scrambling their labels changes nothing but the score.
+    scrambled = labels["age"].copy()
+    scrambled[split["test"]] = scrambled[split["test"]].to_numpy()[::-1]
+    again, _ = probe_one(table.matrix("cls"), table.subjects, scrambled, split, "regression", [100.0, 1e-3])
+    assert again["strength"] == metrics["strength"] and again["val_score"] == metrics["val_score"]
+
+
+def test_probes_equal_scikit_learn_ridge_and_logistic_regression():
+    """The row-space projection and the closed-form ridge are exact, also for wide features."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from brainscale.probing.probes import LinearProbe
+
+    rng = np.random.default_rng(3)
+    for rows, dim in ((90, 20), (30, 400)):
+        features, new = rng.normal(size=(rows, dim)), rng.normal(size=(7, dim))
+        features[:, :4] *= 5
+        y = features[:, 0] + rng.normal(size=rows)
+        probe = LinearProbe(kind="regression", strengths=[0.01, 1.0]).fit(features, y)
+        scaler = StandardScaler().fit(features)
+        for strength, output in zip(probe.strengths, probe.outputs(new)):
+            ridge = Ridge(alpha=strength * probe.gram_top_).fit(scaler.transform(features), (y - y.mean()) / y.std())
+            assert np.allclose(output, ridge.predict(scaler.transform(new)) * y.std() + y.mean(), atol=1e-8)
+        classes = (y > 0).astype(int)
+        probe = LinearProbe(kind="classification", strengths=[0.01]).fit(features, classes)
+        logistic = LogisticRegression(C=1 / (0.01 * probe.gram_top_), max_iter=5000, tol=1e-10)
+        logistic.fit(scaler.transform(features), classes)
+        reference = logistic.decision_function(scaler.transform(new))
+        assert np.allclose(probe.outputs(new)[0], reference, atol=1e-3 * np.abs(reference).max())
+
+
+def test_probes_of_pure_noise_score_chance_on_average():
+    """Noise features of a realistic shape: R2 about 0 (not the -0.2 of an unshrunk, val-overfitted ridge on a
+    shifted split), balanced accuracy about 0.5."""
+    rng = np.random.default_rng(0)
+    subjects = np.array([f"sub-{i:03d}" for i in range(75)])
+    rows = np.repeat(np.arange(75), 8)
+    r2, accuracy = [], []
+    for seed in range(12):
+        features = rng.normal(size=(len(rows), 128)) + 0.5 * rng.normal(size=(75, 128))[rows]  # subject structure
+        features[:, :64] += 2 * rng.normal(size=(len(rows), 1))  # a highly collinear block
+        # a skewed, clustered target (site-driven ages: three modes)
+        age = pd.Series(rng.choice([30.0, 45.0, 62.0], 75) + rng.normal(0, 8, 75), index=subjects)
+        sex = pd.Series((rng.random(75) < 0.5).astype(int), index=subjects)
+        split = split_probe_subjects(age, "regression", [0.6, 0.2, 0.2], seed)
+        r2.append(probe_one(features, subjects[rows], age, split, "regression", GRID, seed=seed)[0]["r2"])
+        split = split_probe_subjects(sex, "classification", [0.6, 0.2, 0.2], seed)
+        accuracy.append(probe_one(features, subjects[rows], sex, split, "classification", GRID,
+                                  seed=seed)[0]["balanced_accuracy"])
+    assert -0.05 < np.mean(r2) < 0.05, r2
+    assert 0.44 < np.mean(accuracy) < 0.56, accuracy
+
+
+def test_continuous_splits_keep_the_target_distribution():
+    rng = np.random.default_rng(1)
+    age = pd.Series(rng.choice([30.0, 45.0, 62.0], 75) + rng.normal(0, 8, 75),
+                    index=[f"sub-{i:03d}" for i in range(75)])
+    shifts = []
+    for seed in range(20):
+        parts = split_probe_subjects(age, "regression", [0.6, 0.2, 0.2], seed)
+        assert sorted(np.concatenate(list(parts.values()))) == sorted(age.index)
+        assert [len(parts[name]) for name in ("train", "val", "test")] == [45, 15, 15]
+        shifts.append(age[parts["test"]].mean() - age[parts["train"]].mean())
+    # sorted blocks of 5 (3 train, 1 val, 1 test): the test mean stays within 1.5 years of the training mean
+    assert np.abs(shifts).max() < 1.5 * age.std() / 10, shifts
 
 
 def test_bad_tasks_and_labels_are_clear_errors():
@@ -138,6 +213,10 @@ def test_bad_tasks_and_labels_are_clear_errors():
         probe_features(table, one_class, tasks, split_seeds=[0], proportions=[1, 1, 1], grid=[1.0])
     with pytest.raises(ConfigError, match="probe.tasks.iq.label.*not a shard label"):
         validate_config({"probe": {"tasks": {"iq": {"label": "iq"}}}})
+    with pytest.raises(ProbeError, match="probe task 'subject_reid'.*reserved"):
+        resolve_tasks({"subject_reid": {"label": "age"}}, LABELS)
+    with pytest.raises(ConfigError, match="probe.strengths.*maximum"):  # an old absolute grid
+        validate_config({"probe": {"strengths": [1.0, 1e5]}})
 
 
 # --- embeddings -----------------------------------------------------------------------------
@@ -213,9 +292,16 @@ def test_connectivity_features_are_fisher_z_correlations(shards, splits):
     data = rng.normal(size=(5, 200))
     expected = np.arctanh(np.corrcoef(data)[np.triu_indices(5, k=1)])
     assert np.allclose(fisher_z_connectivity(data), expected, atol=1e-5)
-    table = connectivity_features(probe_dataset(shards, splits))
-    assert table.features["fc"].shape == (len(probe_subjects(splits)), 1, 457 * 456 // 2)
+    dataset = probe_dataset(shards, splits)
+    table = connectivity_features(dataset)
+    # One row per run (the fingerprint of subject_reid), each with its run and subject.
+    assert table.features["fc"].shape == (len(dataset.runs), 1, 457 * 456 // 2)
     assert np.isfinite(table.features["fc"]).all()
+    assert list(table.extra["run_id"]) == list(range(len(dataset.runs)))
+    assert set(table.subjects) == set(probe_subjects(splits))
+    timeseries, missing = dataset.read_run(1)
+    assert np.allclose(table.matrix("fc")[1], fisher_z_connectivity(timeseries, missing))
+    assert table.subjects[1] == dataset.subject_ids[dataset.runs[1][3]]
 
 
 # --- scaling --------------------------------------------------------------------------------
@@ -244,13 +330,29 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
         path = tmp_path / source / "metrics.tsv"
         path.parent.mkdir(parents=True)
         pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+        if source.startswith("pretrain"):  # the tasks the probe rule adds: reid (pool-wide) and a latent trait
+            pd.DataFrame(rows + [{"task": "subject_reid", "kind": "identification", "feature": "cls_avg", "layer": 2,
+                                  "n_layers": 2, "split_seed": -1, "top1": 0.1 + 0.01 * n},
+                                 {"task": "latent_age", "kind": "regression", "feature": "cls_avg", "layer": 2,
+                                  "n_layers": 2, "split_seed": 0, "r2": 0.01 * n}]).to_csv(path, sep="\t", index=False)
         sources.append(source)
         files.append(path)
     names = ("scaling_png", "scaling_pdf", "layerwise_png", "layerwise_pdf", "metrics", "scaling", "power_law",
              "layerwise")
     suffix = {"png": ".png", "pdf": ".pdf"}
     outputs = {name: tmp_path / "out" / (name + suffix.get(name.rsplit("_", 1)[-1], ".tsv")) for name in names}
-    write_scaling_outputs(files, sources, outputs)
+    # Training budget from the exports: new ones carry samples_seen and passes, an old one only trained_steps.
+    encoder = SemantoksEncoder(SemantoksConfig(**MODEL_SIZES["tiny"], network_map=[0, 1] * 4))
+    encoder_sources = [source for source in entries if source.startswith("pretrain")]
+    encoder_files = []
+    for source in encoder_sources:
+        n, seed = (int(part) for part in source.split("n-")[1].split("_seed-"))
+        path = tmp_path / source / "encoder.pt"
+        metadata = {"trained_steps": 100 + seed} if n == 8 else \
+            {"trained_steps": 100 + seed, "samples_seen": 1600.0 + 32 * seed, "passes": (1600.0 + 32 * seed) / n}
+        save_encoder(encoder, path, **metadata)
+        encoder_files.append(path)
+    write_scaling_outputs(files, sources, outputs, encoder_files=encoder_files, encoder_sources=encoder_sources)
     for path in outputs.values():
         assert path.stat().st_size > (100 if path.suffix == ".tsv" else 5000), path
     table = pd.read_csv(outputs["scaling"], sep="\t")
@@ -259,6 +361,14 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
     assert pretrained["gain_mean"].is_monotonic_increasing and (pretrained["gain_mean"] > 0).all()
     assert set(table["family"]) == {"pretrained", "random", "connectivity", "oracle", "external"}
     assert outputs["scaling_pdf"].read_bytes().startswith(b"%PDF")
+    budget = table[table["task"] == "sex_bi"].set_index(["family", "size"], drop=False)
+    assert budget.loc[("pretrained", 16), "steps"] == 100.5 and budget.loc[("pretrained", 16), "samples_seen"] == 1616
+    assert budget.loc[("pretrained", 32), "passes"] == pytest.approx(1616 / 32)
+    assert budget.loc[("pretrained", 8), "steps"] == 100.5 and np.isnan(budget.loc[("pretrained", 8), "samples_seen"])
+    assert table.loc[table["family"] != "pretrained", ["steps", "samples_seen", "passes"]].isna().all().all()
+    reid = table[(table["task"] == "subject_reid") & (table["family"] == "pretrained")].sort_values("size")
+    assert list(reid["n"]) == [2, 2, 2] and reid["mean"].tolist() == pytest.approx([0.18, 0.26, 0.42])
+    assert {"subject_reid", "latent_age"} <= set(table["task"])
 
 
 def test_random_init_baseline_starts_where_pretraining_starts(shards, tmp_path):

@@ -54,16 +54,26 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     for size in (2, 3):
         folder = tmp_path / "results" / "pretrain" / "tiny" / f"n-{size}_seed-0"
         assert load_encoder(folder / "encoder.pt").config.width == 64
-        assert len(pd.read_csv(folder / "log.csv")) == 2 * (size // 2)
+        log = pd.read_csv(folder / "log.csv")  # the same budget (3 steps) at every size
+        assert list(log["step"]) == [0, 1, 2] and log["samples_seen"].iloc[-1] == 6
     # Probes, baselines, tables and figures.
     for source in ("pretrain/tiny/n-2_seed-0", "pretrain/tiny/n-3_seed-0", "random/tiny_seed-21",
                    "baseline/connectivity", "baseline/oracle"):
         metrics = pd.read_csv(tmp_path / "results" / "probes" / source / "metrics.tsv", sep="\t")
-        assert set(metrics["task"]) == {"age"} and set(metrics["split_seed"]) == {0, 1}, source
+        # the configured task, cross-run re-identification (pool-wide, split seed -1), and for the demo the
+        # simulator's latent traits (not for the oracle, whose features they are)
+        latent = set() if source == "baseline/oracle" else {f"latent_{name}" for name in
+                                                              ("sex", "age", "cognition", "nuisance")}
+        assert set(metrics["task"]) == {"age", "subject_reid"} | latent, source
+        assert set(metrics["split_seed"]) == {0, 1, -1}, source
     for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf"):
         assert (tmp_path / "results" / "figures" / name).stat().st_size > 5000
     scaling = pd.read_csv(tmp_path / "results" / "tables" / "scaling.tsv", sep="\t")
     assert set(scaling["family"]) == {"pretrained", "random", "connectivity", "oracle"}
+    assert {"steps", "samples_seen", "passes"} <= set(scaling.columns)
+    assert scaling.loc[scaling["family"] == "pretrained", "steps"].notna().all()
+    assert "fingerprint identification across runs" in (tmp_path / "logs" / "probe" / "baseline" /
+                                                        "connectivity.log").read_text()
     assert "cache miss" in (tmp_path / "logs" / "embed" / "pretrain" / "tiny" / "n-2_seed-0.log").read_text()
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)

@@ -145,6 +145,15 @@ def figure_sources():
     return pretrained_sources() + baseline_sources() + external_sources()
 
 
+def get_latent_labels(wildcards=None):
+    """The simulator's latent traits (the latent_* probe tasks) for the demo with probe.latents; else nothing.
+
+    The simulation folder, not a file inside it: Snakemake tracks that folder (see get_dataset_files)."""
+    if is_simulated() and config["probe"]["latents"]:
+        return get_simulation_output()
+    return []
+
+
 def probe_metrics(sources):
     return [f"results/probes/{source}/metrics.tsv" for source in sources]
 

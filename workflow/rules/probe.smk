@@ -5,12 +5,14 @@ rule probe:
     input:
         features="results/embeddings/{probe_source}/features.h5",
         shards="results/shards",
+        latents=get_latent_labels,
     output:
         metrics="results/probes/{probe_source}/metrics.tsv",
         predictions="results/probes/{probe_source}/predictions.tsv.gz",
     params:
         # only what shapes a probe: listing another checkpoint must not rerun the others
-        settings={key: config["probe"][key] for key in ("tasks", "split_seeds", "strengths", "layers")},
+        settings={key: config["probe"][key] for key in ("tasks", "split_seeds", "strengths", "layers", "cv_folds",
+                                                        "subject_reid")},
         proportions=config["splits"]["probe_proportions"],
         labels=config["shards"]["labels"],
     wildcard_constraints:
@@ -30,6 +32,7 @@ rule probe:
 rule scaling_figure:
     input:
         metrics=probe_metrics(figure_sources()),
+        encoders=get_pretrained_encoders(),  # steps, samples seen and passes of each export
     output:
         scaling_png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling",
                            labels={"figure": "scaling curves"}),
@@ -44,6 +47,7 @@ rule scaling_figure:
         layerwise="results/tables/layerwise.tsv",
     params:
         sources=figure_sources(),
+        encoder_sources=pretrained_sources(),
     conda:
         "../../envs/brainscale.yaml"
     log:

@@ -6,4 +6,5 @@ from brainscale.probing.scaling import write_scaling_outputs
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
 write_scaling_outputs(snakemake.input.metrics, snakemake.params.sources, dict(snakemake.output.items()),
+                      encoder_files=list(snakemake.input.encoders), encoder_sources=snakemake.params.encoder_sources,
                       log=logging.info)

@@ -14,7 +14,9 @@ from ..io import atomic_file
 __all__ = ["plot_scaling", "plot_layerwise"]
 
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "r2": "R$^2$", "auroc": "AUROC",
-                "pearson_r": "Pearson r", "mae": "MAE"}
+                "pearson_r": "Pearson r", "mae": "MAE", "top1": "top-1 re-identification"}
+LATENT_PREFIX = "latent_"
+TASK_TITLES = {"subject_reid": "subject_reid (cross-run)"}
 REFERENCE_STYLES = {"random": dict(color="0.45", linestyle="--", label="random init"),
                     "connectivity": dict(color="tab:green", linestyle=":", label="FC (Fisher z)"),
                     "oracle": dict(color="black", linestyle="-", linewidth=0.8, label="oracle (ground truth)")}
@@ -33,14 +35,19 @@ def _band(axis, x, part, prefix, color, label):
     axis.fill_between(x, part[f"{prefix}ci_low"], part[f"{prefix}ci_high"], color=color, alpha=0.2, linewidth=0)
 
 
-def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Path]) -> None:
-    """Columns: tasks; top row: score against size with baselines as lines; bottom: gain (pp).
+def _task_groups(tasks) -> list[tuple[str, list[str]]]:
+    """(title, tasks) blocks of the figures: phenotypes and re-identification, then ground-truth latents."""
+    latent = [t for t in tasks if t.startswith(LATENT_PREFIX)]
+    other = [t for t in tasks if not t.startswith(LATENT_PREFIX)]
+    groups = [("Phenotype probes and cross-run subject re-identification", other)] if other else []
+    if latent:
+        groups.append(("Ground-truth latent recovery: R$^2$ of the simulator's latent traits (synthetic data only)",
+                       latent))
+    return groups
 
-    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`, ``fits`` from
-    :func:`~brainscale.probing.scaling.power_law_table`. ``outputs``: files to write (PNG, PDF, ...).
-    """
-    tasks = sorted(table["task"].unique())
-    figure, axes = plt.subplots(2, len(tasks), figsize=(3.8 * len(tasks), 6.4), squeeze=False, sharex="col")
+
+def _scaling_panels(subfigure, table, fits, tasks) -> None:
+    axes = subfigure.subplots(2, len(tasks), squeeze=False, sharex="col")
     for column, task in enumerate(tasks):
         rows = table[table["task"] == task]
         top, bottom = axes[0, column], axes[1, column]
@@ -51,11 +58,12 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
             _band(top, sizes, pretrained, "", "tab:blue", "pretrained")
             _band(bottom, sizes, pretrained, "gain_", "tab:blue", "gain over random init")
         for family, style in REFERENCE_STYLES.items():
-            reference = rows[rows["family"] == family]
+            reference = rows[(rows["family"] == family) & rows["mean"].notna()]
             if len(reference):
                 top.axhline(reference["mean"].iloc[0], **style)
         for index, (_, external) in enumerate(rows[rows["family"] == "external"].iterrows()):
-            top.axhline(external["mean"], color=f"C{index + 3}", linestyle="-.", label=str(external["name"]))
+            if pd.notna(external["mean"]):
+                top.axhline(external["mean"], color=f"C{index + 3}", linestyle="-.", label=str(external["name"]))
         bottom.axhline(0, color="0.45", linestyle="--", linewidth=0.8)
         fit = fits[fits["task"] == task] if len(fits) else fits
         if len(fit) and bool(fit["fits"].iloc[0]) and len(sizes):
@@ -63,8 +71,8 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
             a, b = fit["a"].iloc[0], fit["exponent"].iloc[0]
             bottom.plot(grid, a * grid ** b, color="tab:red", linewidth=1,
                         label=f"power law, exponent {b:.2f}")
-        top.set_title(task)
-        top.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
+        top.set_title(TASK_TITLES.get(task, task))
+        top.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}" if metric != "top1" else METRIC_NAMES[metric])
         bottom.set_ylabel("gain over random init (pp)")
         bottom.set_xlabel("pretraining subjects")
         for axis in (top, bottom):
@@ -75,20 +83,39 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
             axis.grid(alpha=0.3)
         top.legend(fontsize=7, loc="best")
         bottom.legend(fontsize=7, loc="best")
+
+
+def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """Columns: tasks; top row: score against size with baselines as lines; bottom: gain (pp).
+
+    Phenotype tasks and ``subject_reid`` form one block; the ``latent_*`` tasks (ground-truth
+    recovery, synthetic data) a second block below, under its own title.
+    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`, ``fits`` from
+    :func:`~brainscale.probing.scaling.power_law_table`. ``outputs``: files to write (PNG, PDF, ...).
+    """
+    groups = _task_groups(sorted(table["task"].unique()))
+    width = max(len(tasks) for _, tasks in groups)
+    figure = plt.figure(figsize=(3.8 * width, 6.6 * len(groups)), layout="constrained")
+    subfigures = np.atleast_1d(figure.subfigures(len(groups), 1))
+    for subfigure, (title, tasks) in zip(subfigures, groups):
+        _scaling_panels(subfigure, table, fits, tasks)
+        subfigure.suptitle(title, fontsize=10, fontweight="bold")
     figure.suptitle("Linear probes of frozen features (mean and 95% CI over seeds and splits)", fontsize=10)
-    figure.tight_layout()
     _save_all(figure, [str(o) for o in outputs])
 
 
 def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     """Columns: tasks; probe score of each layer for every pretraining size and random init,
     the best layer of each (``best_layer`` of :func:`brainscale.probing.scaling.layer_table`) marked."""
-    tasks = sorted(table["task"].unique())
-    figure, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False)
+    tasks = [task for _, group in _task_groups(sorted(table["task"].unique())) for task in group]
+    n_columns = min(len(tasks), 4)
+    n_rows = int(np.ceil(len(tasks) / n_columns))
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(3.8 * n_columns, 3.4 * n_rows), squeeze=False)
+    for axis in axes.flat[len(tasks):]:
+        axis.set_visible(False)
     sizes = sorted(table.loc[table["family"] == "pretrained", "size"].dropna().unique())
     colours = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
-    for column, task in enumerate(tasks):
-        axis = axes[0, column]
+    for axis, task in zip(axes.flat, tasks):
         rows = table[table["task"] == task]
         curves = [("random init", rows[rows["family"] == "random"], "0.45", "--")]
         curves += [(f"n = {int(size)}", rows[(rows["family"] == "pretrained") & (rows["size"] == size)], colour, "-")
@@ -101,7 +128,7 @@ def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
             best = part[part["best_layer"]]
             axis.plot(best["layer"], best["mean"], "*", color=colour, markersize=11)
         metric = rows["metric"].iloc[0]
-        axis.set_title(task)
+        axis.set_title(TASK_TITLES.get(task, task) + (" (ground truth)" if task.startswith(LATENT_PREFIX) else ""))
         axis.set_xlabel("layer")
         axis.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
         axis.set_xticks(sorted(rows["layer"].unique()))

@@ -1,8 +1,9 @@
 """Features of the non-learned baselines, in the feature-file layout of :mod:`.embeddings`.
 
 - Functional connectivity: per run, the Pearson correlation of every pair of channels,
-  Fisher z-transformed; a subject's features are the mean over its runs of the upper triangle.
-  Channels a run lacks contribute zeros. One row per subject.
+  Fisher z-transformed (the upper triangle). Channels a run lacks contribute zeros. One row per
+  run, with its ``run_id``: the phenotype probes average a subject's rows like an encoder's
+  crops, and ``subject_reid`` matches runs (connectome fingerprinting, Finn et al. 2015).
 - Oracle (synthetic data only): what the simulator drew the phenotypes from: the latent traits
   (which also drive the network dynamics), the site (one-hot; site sets the age distribution)
   and their products (site scales the age latent). A linear probe of these is the ceiling.
@@ -37,19 +38,17 @@ def fisher_z_connectivity(timeseries: np.ndarray, missing: np.ndarray | None = N
 
 
 def connectivity_features(dataset: ShardDataset, log=None) -> FeatureTable:
-    """One row per subject of ``dataset``: mean over its runs of :func:`fisher_z_connectivity`."""
-    rows = []
-    for position, runs in enumerate(dataset.runs_of_subject):
-        total = None
-        for run in runs:
-            timeseries, missing = dataset.read_run(run)
-            values = fisher_z_connectivity(timeseries, missing)
-            total = values if total is None else total + values
-        rows.append(total / len(runs))
-        if log is not None and (position + 1) % 50 == 0:
-            log(f"connectivity of {position + 1}/{len(dataset.subject_ids)} subjects")
+    """One row per run of ``dataset``: :func:`fisher_z_connectivity`, with ``run_id`` (the run's index)."""
+    rows, subjects = [], []
+    for run, (_, _, _, position) in enumerate(dataset.runs):
+        timeseries, missing = dataset.read_run(run)
+        rows.append(fisher_z_connectivity(timeseries, missing))
+        subjects.append(dataset.subject_ids[position])
+        if log is not None and (run + 1) % 50 == 0:
+            log(f"connectivity of {run + 1}/{len(dataset.runs)} runs")
     features = np.stack(rows)[:, None, :]
-    return FeatureTable(np.asarray(dataset.subject_ids), {"fc": features}, attrs={"source": "connectivity"})
+    return FeatureTable(np.asarray(subjects), {"fc": features}, {"run_id": np.arange(len(rows), dtype=np.int64)},
+                        attrs={"source": "connectivity"})
 
 
 def oracle_features(latents_tsv: str | Path, participants_tsv: str | Path, subjects) -> FeatureTable:

@@ -12,7 +12,8 @@ number of crops); the features do not change.
 
 A feature file is HDF5: ``subject`` (rows,), optional ``run_id`` and ``start`` (rows,), and
 ``features/<name>`` (rows, layers, dim) float32; attributes say where the features come from.
-Baselines (functional connectivity, the simulator's latents) use the same layout with one layer.
+Baselines use the same layout with one layer: functional connectivity one row per run (with
+``run_id``, which ``subject_reid`` needs), the simulator's latents one row per subject.
 """
 
 from __future__ import annotations

@@ -1,13 +1,28 @@
 """Linear probes of frozen features: one task, one feature, one layer, one split at a time.
 
-A probe is a scikit-learn pipeline: standardisation, then logistic regression (classes) or
-ridge regression on standardised targets (continuous). Rows are crops (or subjects for the
-baselines); a subject's prediction is the mean over its rows of the decision function
-(classes) or of the prediction (continuous). The regularisation strength is the one whose
-subject-level validation score is best (ties go to the stronger regularisation); the test
-metrics are those of that model. The probe set is split again for every split seed
-(stratified on the label for classification), the subjects of one split never overlap, and
-none of them was seen in pretraining (they are the held-out probe set of ``results/splits``).
+A probe standardises the features, projects them onto the span of its training rows (exact
+for an L2-penalised linear model, whose weights lie in that span; it makes 100,000-edge
+connectivity rows cheap), then fits logistic regression (classes) or ridge regression on
+standardised targets (continuous). Rows are crops (or runs for connectivity); a subject's
+prediction is the mean over its rows of the decision function (classes) or of the prediction.
+
+Strengths are relative to the data: ``strength`` s means a penalty of s times the largest
+eigenvalue of the Gram matrix of the standardised training rows (ridge alpha; logistic
+C = 1 / that penalty). At s = 100 every direction is shrunk at least a hundredfold, so the
+grid reaches "predict the training mean" whatever the number of rows and dimensions.
+
+The strength is chosen by grouped cross-validation over the train and val subjects together
+(folds never split a subject; stratified on the label, or on the rank of a continuous one),
+on the subject-level out-of-fold score (balanced accuracy, R2); ties go to the stronger. The
+model is then refitted on train and val and scored once on the test subjects. The probe set is
+split again for every split seed (stratified on the label for classes, on sorted blocks of the
+target for continuous labels, so that no split shifts the target mean), the subjects of one
+split never overlap, and none of them was seen in pretraining (they are the held-out probe set
+of ``results/splits``).
+
+Besides the label tasks, ``subject_reid`` (cross-run re-identification, :mod:`.reid`) is scored
+once per feature and layer on the whole probe pool (``split_seed`` -1), and on the synthetic
+demo ``latent_<trait>`` tasks (R2) probe the simulator's latent traits.
 """
 
 from __future__ import annotations
@@ -17,22 +32,25 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
-from sklearn.compose import TransformedTargetRegressor
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from ..shards.splits import SplitError, probe_split
 from .embeddings import FeatureTable
+from .reid import REID_TASK, fingerprint_summary, reidentification
 
-__all__ = ["ProbeError", "resolve_tasks", "make_probe", "classification_metrics", "regression_metrics",
-           "split_probe_subjects", "probe_one", "probe_features", "run_probe_rule", "SELECTION_METRIC"]
+__all__ = ["ProbeError", "resolve_tasks", "LinearProbe", "classification_metrics", "regression_metrics",
+           "split_probe_subjects", "probe_one", "probe_features", "latent_labels", "run_probe_rule",
+           "SELECTION_METRIC", "REID_TASK", "POOL_SEED"]
 
-CLASSIFICATION, REGRESSION = "classification", "regression"
-SELECTION_METRIC = {CLASSIFICATION: "balanced_accuracy", REGRESSION: "r2"}
-METRIC_COLUMNS = ["balanced_accuracy", "accuracy", "auroc", "r2", "mae", "pearson_r"]
+CLASSIFICATION, REGRESSION, IDENTIFICATION = "classification", "regression", "identification"
+SELECTION_METRIC = {CLASSIFICATION: "balanced_accuracy", REGRESSION: "r2", IDENTIFICATION: "top1"}
+METRIC_COLUMNS = ["balanced_accuracy", "accuracy", "auroc", "r2", "mae", "pearson_r", "top1"]
+POOL_SEED = -1  # split_seed of scores computed on the whole probe pool (no split): subject_reid
+LATENT_PREFIX = "latent_"
 
 
 class ProbeError(ValueError):
@@ -49,6 +67,9 @@ def resolve_tasks(tasks: dict | None, labels: dict) -> dict[str, dict]:
         tasks = {name: {"label": name} for name in labels}
     resolved = {}
     for name, task in tasks.items():
+        if name == REID_TASK or name.startswith(LATENT_PREFIX):
+            raise ProbeError(f"probe task '{name}': the name is reserved ({REID_TASK} and latent_* are added by the "
+                             "probe rule itself). Rename the task in probe.tasks.")
         label = task["label"]
         if label not in labels:
             raise ProbeError(f"probe task '{name}': label '{label}' is not among the shard labels "
@@ -59,12 +80,81 @@ def resolve_tasks(tasks: dict | None, labels: dict) -> dict[str, dict]:
     return resolved
 
 
-def make_probe(kind: str, strength: float):
-    """Standardise, then logistic regression (C = 1 / strength) or ridge (alpha = strength) on z-scored y."""
-    if kind == CLASSIFICATION:
-        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / strength, max_iter=5000))
-    return TransformedTargetRegressor(regressor=make_pipeline(StandardScaler(), Ridge(alpha=strength)),
-                                      transformer=StandardScaler())
+def _row_space(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """Orthonormal basis (rank, dim) of the rows of ``data`` and the largest eigenvalue of its Gram matrix.
+
+    Through the eigendecomposition of the smaller of ``data.T @ data`` and ``data @ data.T``.
+    """
+    wide = data.shape[1] > data.shape[0]
+    eigenvalues, vectors = np.linalg.eigh(data @ data.T if wide else data.T @ data)
+    top = float(eigenvalues[-1]) if len(eigenvalues) else 0.0
+    keep = eigenvalues > max(top, 1e-12) * 1e-10
+    if wide:
+        basis = (vectors[:, keep].T @ data) / np.sqrt(eigenvalues[keep])[:, None]
+    else:
+        basis = vectors[:, keep].T
+    return basis, (top if top > 0 else 1.0)
+
+
+class LinearProbe:
+    """Standardise, project onto the training rows' span, then ridge or logistic regression.
+
+    Parameters
+    ----------
+    kind : {"classification", "regression"}
+    strengths : list of float
+        Relative strengths s (see the module docstring); one model is fitted per strength on
+        the same preprocessing.
+
+    Attributes
+    ----------
+    scaler_ : StandardScaler
+    components_ : (rank, dim) array
+        Orthonormal basis of the standardised training rows.
+    gram_top_ : float
+        Largest eigenvalue of their Gram matrix (the unit of the strengths).
+    models_ : list
+        Per strength, in the order of ``strengths``: a fitted ``LogisticRegression`` (classes) or
+        the ridge weights on the projected features (continuous; closed form, the projected
+        columns being orthogonal and centred).
+    classes_ : array (classification)
+    """
+
+    def __init__(self, *, kind: str, strengths):
+        self.kind = kind
+        self.strengths = list(strengths)
+
+    def fit(self, features, y):
+        self.scaler_ = StandardScaler().fit(features)
+        standardised = self.scaler_.transform(features)
+        self.components_, self.gram_top_ = _row_space(standardised)
+        projected = standardised @ self.components_.T  # (rows, rank): orthogonal columns, centred
+        y = np.asarray(y)
+        if self.kind == CLASSIFICATION:
+            self.classes_ = np.unique(y)
+        else:
+            self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
+            target = (y - self.y_mean_) / self.y_scale_
+            norms, products = (projected ** 2).sum(axis=0), projected.T @ target
+        self.models_ = []
+        for strength in self.strengths:
+            penalty = strength * self.gram_top_
+            if self.kind == CLASSIFICATION:
+                model = LogisticRegression(C=1.0 / penalty, max_iter=5000)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(projected, y)
+            else:  # ridge in closed form: the columns are orthogonal and centred (no intercept)
+                model = products / (norms + penalty)
+            self.models_.append(model)
+        return self
+
+    def outputs(self, features) -> list[np.ndarray]:
+        """Per strength: decision function (classes) or predicted value (continuous) of every row."""
+        projected = self.scaler_.transform(features) @ self.components_.T
+        if self.kind == CLASSIFICATION:
+            return [model.decision_function(projected) for model in self.models_]
+        return [(projected @ weights) * self.y_scale_ + self.y_mean_ for weights in self.models_]
 
 
 def predicted_classes(scores, classes) -> np.ndarray:
@@ -107,11 +197,23 @@ def regression_metrics(y_true, y_predicted) -> dict:
 
 
 def split_probe_subjects(labels: pd.Series, kind: str, proportions, seed: int) -> dict[str, np.ndarray]:
-    """Train / val / test of the labelled probe subjects for one split seed (stratified for classes)."""
+    """Train / val / test of the labelled probe subjects for one split seed.
+
+    Classes keep their proportions in every part. A continuous label is stratified on sorted
+    blocks of the target (as many subjects per block as the smallest share needs to get one,
+    e.g. 5 for 0.6/0.2/0.2): without it, 15 test subjects of a site-driven age often sit far from
+    the training mean and even a probe that predicts that mean scores R2 of -0.5.
+    """
     frame = labels.dropna().to_frame("label")
+    stratum = "label"
+    if kind != CLASSIFICATION:
+        shares = np.asarray(proportions, dtype=float) / np.sum(proportions)
+        block = int(np.ceil(1.0 / shares.min() - 1e-9))
+        order = frame["label"].rank(method="first").to_numpy() - 1
+        frame["block"] = np.minimum(order // block, max(len(frame) // block - 1, 0)).astype(int)
+        stratum = "block"
     try:
-        parts = probe_split(frame, fraction=1.0, proportions=list(proportions),
-                            stratify="label" if kind == CLASSIFICATION else None, seed=seed)
+        parts = probe_split(frame, fraction=1.0, proportions=list(proportions), stratify=stratum, seed=seed)
     except SplitError as error:
         raise ProbeError(str(error).replace("splits.probe_fraction", "splits.probe_fraction (the probe set)")) \
             from None
@@ -127,16 +229,11 @@ def _subject_means(values: np.ndarray, row_subjects: np.ndarray) -> tuple[np.nda
     return subjects, totals / counts
 
 
-def _subject_scores(model, kind: str, features: np.ndarray, row_subjects: np.ndarray):
-    values = model.decision_function(features) if kind == CLASSIFICATION else model.predict(features)
-    return _subject_means(np.asarray(values, dtype=float), row_subjects)
-
-
-def _evaluate(model, kind, features, row_subjects, labels):
-    subjects, scores = _subject_scores(model, kind, features, row_subjects)
+def _evaluate(kind, classes, outputs, row_subjects, labels):
+    """Subject-level metrics and predictions from row outputs (decision scores or predicted values)."""
+    subjects, scores = _subject_means(np.asarray(outputs, dtype=float), row_subjects)
     y_true = labels.loc[subjects].to_numpy()
     if kind == CLASSIFICATION:
-        classes = model.classes_
         metrics = classification_metrics(y_true, scores, classes)
         predicted = predicted_classes(scores, classes)
         score_column = scores if scores.ndim == 1 else scores.max(axis=1)
@@ -147,9 +244,23 @@ def _evaluate(model, kind, features, row_subjects, labels):
     return metrics, predictions
 
 
+def _folds(subjects: np.ndarray, labels: pd.Series, kind: str, n_folds: int, seed: int) -> list[np.ndarray]:
+    """Subjects of each cross-validation fold: stratified on the class, or on the rank of a continuous label."""
+    n_folds = min(n_folds, len(subjects))
+    if n_folds < 2:
+        return []
+    values = labels.loc[subjects]
+    strata = values.to_numpy() if kind == CLASSIFICATION else \
+        (values.rank(method="first").to_numpy() - 1) // n_folds
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class rarer than the number of folds is allowed
+        warnings.simplefilter("ignore", UserWarning)
+        return [subjects[held] for _, held in splitter.split(subjects, strata, groups=subjects)]
+
+
 def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series, split: dict, kind: str,
-              grid, *, task: str = "task") -> tuple[dict, pd.DataFrame]:
-    """Fit the probe of one feature matrix on one split; select the strength on val; score test.
+              grid, *, task: str = "task", n_folds: int = 5, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """Choose the strength by grouped CV over train + val, refit on them, score the test subjects.
 
     Parameters
     ----------
@@ -160,43 +271,84 @@ def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series,
     split : dict with ``train``, ``val``, ``test`` subject arrays
     kind : {"classification", "regression"}
     grid : list of float
-        Regularisation strengths tried.
+        Relative regularisation strengths tried (see the module docstring).
+    n_folds : int, default=5
+        Cross-validation folds over the train and val subjects (fewer when there are fewer subjects).
+    seed : int, default=0
+        Seed of the fold assignment.
 
     Returns
     -------
-    (metrics, predictions): test metrics with ``strength`` and ``val_score``; subject-level
-    predictions of val and test (column ``part``).
+    (metrics, predictions): test metrics with ``strength`` and ``val_score`` (the out-of-fold
+    score of that strength); subject-level predictions, out-of-fold for the train and val subjects
+    (``part`` cv) and of the refitted model for the test subjects (``part`` test).
     """
-    rows = {name: np.isin(row_subjects, split[name]) for name in ("train", "val", "test")}
+    fit_subjects = np.sort(np.concatenate([split["train"], split["val"]]))
+    fit_rows = np.isin(row_subjects, fit_subjects)
+    test_rows = np.isin(row_subjects, split["test"])
     y_rows = labels.reindex(row_subjects).to_numpy()
-    train_classes = np.unique(y_rows[rows["train"]])
-    if kind == CLASSIFICATION and len(train_classes) < 2:
-        raise ProbeError(f"probe task '{task}': the label has a single class ({train_classes.tolist()}) among the "
-                         f"{len(split['train'])} training subjects. Use more subjects (or a larger "
+    classes = np.unique(y_rows[fit_rows]) if kind == CLASSIFICATION else None
+    if kind == CLASSIFICATION and len(classes) < 2:
+        raise ProbeError(f"probe task '{task}': the label has a single class ({classes.tolist()}) among the "
+                         f"{len(fit_subjects)} training subjects. Use more subjects (or a larger "
                          "splits.probe_fraction), or drop the task from probe.tasks.")
-    best = None
-    selection = SELECTION_METRIC[kind]
-    for strength in sorted(grid, reverse=True):  # strongest first: ties keep the simpler model
-        model = make_probe(kind, strength)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(features[rows["train"]], y_rows[rows["train"]])
-        val_metrics, val_predictions = _evaluate(model, kind, features[rows["val"]], row_subjects[rows["val"]],
-                                                 labels)
-        score = val_metrics[selection]
-        score = -np.inf if np.isnan(score) else score
-        if best is None or score > best[0]:
-            best = (score, strength, model, val_predictions)
-    score, strength, model, val_predictions = best
-    metrics, test_predictions = _evaluate(model, kind, features[rows["test"]], row_subjects[rows["test"]], labels)
-    metrics.update(strength=strength, val_score=score, n_train=len(split["train"]), n_test=len(split["test"]))
-    predictions = pd.concat([val_predictions.assign(part="val"), test_predictions.assign(part="test")])
-    return metrics, predictions
+    grid = sorted(grid, reverse=True)  # strongest first: ties keep the simpler model
+    out_of_fold = [np.full((len(row_subjects),) + ((len(classes),) if kind == CLASSIFICATION and len(classes) > 2
+                                                   else ()), np.nan) for _ in grid]
+    for held in _folds(fit_subjects, labels, kind, n_folds, seed):
+        held_rows = np.isin(row_subjects, held)
+        train_rows = fit_rows & ~held_rows
+        if kind == CLASSIFICATION and len(np.unique(y_rows[train_rows])) < len(classes):
+            continue  # a fold without every class cannot score its held-out subjects
+        probe = LinearProbe(kind=kind, strengths=grid).fit(features[train_rows], y_rows[train_rows])
+        for values, output in zip(out_of_fold, probe.outputs(features[held_rows])):
+            values[held_rows] = output
+    scored = fit_rows & np.isfinite(out_of_fold[0].reshape(len(row_subjects), -1)).all(axis=1)
+    best = (-np.inf, grid[0], None)  # nothing scored (too few subjects): the strongest
+    if scored.any():
+        for strength, values in zip(grid, out_of_fold):
+            metrics, predictions = _evaluate(kind, classes, values[scored], row_subjects[scored], labels)
+            score = metrics[SELECTION_METRIC[kind]]
+            score = -np.inf if np.isnan(score) else score
+            if best[2] is None or score > best[0]:
+                best = (score, strength, predictions)
+    score, strength, cv_predictions = best
+    final = LinearProbe(kind=kind, strengths=[strength]).fit(features[fit_rows], y_rows[fit_rows])
+    metrics, test_predictions = _evaluate(kind, classes, final.outputs(features[test_rows])[0],
+                                          row_subjects[test_rows], labels)
+    metrics.update(strength=strength, val_score=score, n_train=len(fit_subjects), n_test=len(split["test"]))
+    frames = [test_predictions.assign(part="test")]
+    if cv_predictions is not None:
+        frames.insert(0, cv_predictions.assign(part="cv"))
+    return metrics, pd.concat(frames, ignore_index=True)
+
+
+def _reid_rows(table: FeatureTable, layer_indices, log=None) -> list[dict]:
+    """One ``subject_reid`` metrics row per feature and layer (NaN without run identities, e.g. the oracle)."""
+    rows = []
+    runs = table.extra.get("run_id")
+    for name in table.names:
+        for layer in layer_indices:
+            result = {"top1": np.nan, "n_queries": 0, "n_subjects": 0}
+            if runs is not None:
+                result = reidentification(table.matrix(name, layer), table.subjects, runs)
+            rows.append({"task": REID_TASK, "kind": IDENTIFICATION, "feature": name, "layer": layer + 1,
+                         "n_layers": table.n_layers, "split_seed": POOL_SEED, "top1": result["top1"],
+                         "n_train": np.nan, "n_test": result["n_subjects"], "n_queries": result["n_queries"]})
+    if log is not None:
+        if runs is None:
+            log(f"{REID_TASK}: skipped (NaN): the features have no run identity (one row per subject)")
+        else:
+            last = rows[-1]
+            log(f"{REID_TASK} ({last['feature']}, layer {last['layer']}): {last['top1']:.3f} over "
+                f"{last['n_queries']} queries of {last['n_test']} subjects with two or more runs")
+    return rows
 
 
 def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, split_seeds, proportions, grid,
-                   layers: str = "all", log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every task x feature x layer x split seed of one feature table.
+                   layers: str = "all", n_folds: int = 5, subject_reid: bool = True,
+                   log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every task x feature x layer x split seed of one feature table, and ``subject_reid``.
 
     Parameters
     ----------
@@ -208,7 +360,12 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
     split_seeds : list of int
     proportions : 3 floats (train, val, test)
     grid : list of float
+        Relative strengths.
     layers : {"all", "last"}
+    n_folds : int, default=5
+        Cross-validation folds of the strength selection.
+    subject_reid : bool, default=True
+        Add the cross-run re-identification rows (one per feature and layer, ``split_seed`` -1).
 
     Returns
     -------
@@ -231,27 +388,51 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
                 for layer in layer_indices:
                     features = table.matrix(name, layer)
                     metrics, predictions = probe_one(features, table.subjects, label.dropna(), split, spec["kind"],
-                                                     grid, task=task)
+                                                     grid, task=task, n_folds=n_folds, seed=seed)
                     keys = {"task": task, "kind": spec["kind"], "feature": name, "layer": layer + 1,
                             "n_layers": n_layers, "split_seed": seed}
                     metric_rows.append({**keys, **metrics})
                     prediction_frames.append(predictions.assign(**keys))
             if log is not None:
                 log(f"task {task}, split seed {seed}: done")
+    if subject_reid:
+        metric_rows += _reid_rows(table, layer_indices, log)
     metrics = pd.DataFrame(metric_rows)
-    for column in METRIC_COLUMNS:
+    for column in METRIC_COLUMNS + ["strength", "val_score", "n_train", "n_test", "n_queries"]:
         if column not in metrics:
             metrics[column] = np.nan
     ordered = ["task", "kind", "feature", "layer", "n_layers", "split_seed", *METRIC_COLUMNS, "strength",
-               "val_score", "n_train", "n_test"]
-    predictions = pd.concat(prediction_frames, ignore_index=True)
+               "val_score", "n_train", "n_test", "n_queries"]
     first = ["task", "kind", "feature", "layer", "split_seed", "part", "subject"]
+    predictions = pd.concat(prediction_frames, ignore_index=True) if prediction_frames else \
+        pd.DataFrame(columns=first + ["y_true", "y_pred", "score", "n_layers"])
     return metrics[ordered], predictions[first + [c for c in predictions.columns if c not in first]]
 
 
+def latent_labels(latents_tsv) -> pd.DataFrame:
+    """The simulator's latent traits per subject (``latent_*`` columns of ground_truth/latents.tsv)."""
+    from pathlib import Path
+
+    path = Path(latents_tsv)
+    if not path.is_file():
+        raise ProbeError(f"{path}: no such file; the latent tasks read the simulator's ground truth. Rerun rule "
+                         "simulate_derivatives, or set probe.latents: false.")
+    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+    columns = [c for c in table.columns if c.startswith(LATENT_PREFIX)]
+    if "participant_id" not in table.columns or not columns:
+        raise ProbeError(f"{path}: expected participant_id and latent_* columns, found {', '.join(table.columns)}. "
+                         "Regenerate the synthetic dataset (delete it and rerun snakemake).")
+    return table.set_index("participant_id")[columns].astype(float)
+
+
 def run_probe_rule(features_path, shard_folder, settings: dict, labels_config: dict, proportions,
-                   metrics_output, predictions_output, *, log=None) -> pd.DataFrame:
-    """Probe one feature file on the shards' labels and write metrics and predictions (rule ``probe``)."""
+                   metrics_output, predictions_output, *, latents=None, log=None) -> pd.DataFrame:
+    """Probe one feature file on the shards' labels and write metrics and predictions (rule ``probe``).
+
+    ``latents`` is the simulator's ``ground_truth/latents.tsv`` (synthetic data only): each
+    ``latent_<trait>`` column becomes a regression task of that name, except for the oracle,
+    whose features are those latents (its score would be 1 by construction).
+    """
     from ..io import atomic_file
     from ..shards.reader import shard_paths, subjects_from_shards
     from .embeddings import read_features
@@ -259,9 +440,25 @@ def run_probe_rule(features_path, shard_folder, settings: dict, labels_config: d
     tasks = resolve_tasks(settings["tasks"], labels_config)
     table = read_features(features_path)
     labels = subjects_from_shards(shard_paths(shard_folder))  # every label the shards hold
+    if latents is not None and table.attrs.get("source") != "oracle":
+        truth = latent_labels(latents)
+        absent = sorted(set(table.subjects) - set(truth.index))
+        if absent:
+            raise ProbeError(f"{latents}: no latent traits for {len(absent)} probe subjects, e.g. {absent[:3]}; the "
+                             "shards were not built from this simulated dataset. Rebuild them, or set "
+                             "probe.latents: false.")
+        labels = labels.join(truth, how="left")
+        tasks.update({column: {"label": column, "kind": REGRESSION} for column in truth.columns})
+    if table.attrs.get("source") == "connectivity" and "run_id" in table.extra and log is not None:
+        log(fingerprint_summary(table.matrix("fc"), table.subjects, table.extra["run_id"]))
+    elif table.attrs.get("source") == "connectivity" and settings["subject_reid"]:
+        raise ProbeError(f"{features_path}: connectivity features without run_id (one row per subject, an older "
+                         "layout); subject_reid needs one row per run. Delete the file and rerun rule "
+                         "connectivity_features.")
     metrics, predictions = probe_features(table, labels, tasks, split_seeds=settings["split_seeds"],
                                           proportions=proportions, grid=settings["strengths"],
-                                          layers=settings["layers"], log=log)
+                                          layers=settings["layers"], n_folds=settings["cv_folds"],
+                                          subject_reid=settings["subject_reid"], log=log)
     with atomic_file(predictions_output) as temporary:
         predictions.to_csv(temporary, sep="\t", index=False, compression="gzip")
     with atomic_file(metrics_output) as temporary:

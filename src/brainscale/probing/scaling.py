@@ -8,6 +8,13 @@ with the random-weights model's score on the same split seed (mean over random s
 percentage points. A power law ``gain = a * n^b`` is fitted in log-log space when the mean
 gains of at least three sizes are positive; it is reported as fitting when b > 0 and the
 log-space R2 is at least 0.5.
+
+``subject_reid`` (top-1 cross-run re-identification) is scored once on the whole probe pool
+(``split_seed`` -1), so its spread is over pretraining (and random-init) seeds only. The
+``latent_*`` tasks (synthetic data) are the R2 of the simulator's latent traits: ground-truth
+recovery. For pretrained rows, ``steps``, ``samples_seen`` and ``passes`` (samples seen over
+the subset size) are the means over seeds of what each ``encoder.pt`` export records (NaN for
+exports that predate them and for every other family).
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from scipy import stats
 from .probes import SELECTION_METRIC
 
 __all__ = ["collect_metrics", "final_scores", "scaling_table", "fit_power_law", "power_law_table", "layer_table",
-           "describe_source", "write_scaling_outputs"]
+           "describe_source", "training_budget", "write_scaling_outputs", "TRAINING_COLUMNS"]
 
 ENCODER_FEATURE = "cls_avg"
+TRAINING_COLUMNS = {"steps": "trained_steps", "samples_seen": "samples_seen", "passes": "passes"}
 
 
 def collect_metrics(entries: list[dict]) -> pd.DataFrame:
@@ -62,12 +70,14 @@ def _summary(values) -> dict:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": len(values)}
 
 
-def scaling_table(metrics: pd.DataFrame) -> pd.DataFrame:
+def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per task and family (size for pretrained models): mean score with its 95% CI, and the gain.
 
     ``metrics`` holds the columns of :func:`collect_metrics` with ``family`` (pretrained, random,
     connectivity, oracle, external), ``size`` and ``seed`` for pretrained models, ``name`` for
-    external checkpoints.
+    external checkpoints. ``training`` (optional, :func:`training_budget`) has one row per
+    pretrained source with ``size`` and the :data:`TRAINING_COLUMNS`; their means over seeds
+    become columns of the pretrained rows (NaN elsewhere).
     """
     scores = final_scores(metrics)
     random = scores[scores["family"] == "random"].groupby(["task", "split_seed"])["score"].mean()
@@ -88,6 +98,13 @@ def scaling_table(metrics: pd.DataFrame) -> pd.DataFrame:
     for column in ("gain_mean", "gain_ci_low", "gain_ci_high"):
         if column not in table:
             table[column] = np.nan
+    for column in TRAINING_COLUMNS:
+        table[column] = np.nan
+    if training is not None and len(training):
+        budget = training.groupby("size")[list(TRAINING_COLUMNS)].mean()
+        pretrained = table["family"] == "pretrained"
+        for column in TRAINING_COLUMNS:
+            table.loc[pretrained, column] = table.loc[pretrained, "size"].map(budget[column]).to_numpy()
     return table.sort_values(["task", "family", "size", "name"], ignore_index=True)
 
 
@@ -152,18 +169,58 @@ def describe_source(source: str) -> dict:
     return {"source": source, "family": rest, "model": "", "size": np.nan, "seed": np.nan, "name": rest}
 
 
-def write_scaling_outputs(metric_files, sources, outputs: dict, *, log=None) -> None:
+def training_budget(encoder_files, sources) -> pd.DataFrame:
+    """Steps, samples seen and passes of each pretrained source, from its ``encoder.pt`` export.
+
+    Parameters
+    ----------
+    encoder_files : list of paths
+        One export per entry of ``sources`` (pretrained sources only).
+    sources : list of str
+        ``pretrain/<model>/n-<size>_seed-<seed>``.
+
+    Returns
+    -------
+    DataFrame with source, size, seed and :data:`TRAINING_COLUMNS` (NaN for a key the export lacks;
+    ``passes`` falls back to samples_seen / size).
+    """
+    from ..io import load_torch_file
+
+    rows = []
+    for path, source in zip(encoder_files, sources):
+        described = describe_source(source)
+        if described["family"] != "pretrained":
+            raise ValueError(f"training_budget: {source} is not a pretrained source (pretrain/<model>/n-<size>_"
+                             "seed-<seed>); pass the encoder.pt of pretrained sources only.")
+        payload = load_torch_file(path, ValueError)
+        if not isinstance(payload, dict):
+            raise ValueError(f"{path}: not a brainscale encoder export (a dict); rerun its pretrain job.")
+        row = {"source": source, "size": described["size"], "seed": described["seed"]}
+        for column, key in TRAINING_COLUMNS.items():
+            value = payload.get(key)
+            row[column] = float(value) if value is not None else np.nan
+        if np.isnan(row["passes"]) and np.isfinite(row["samples_seen"]):
+            row["passes"] = row["samples_seen"] / described["size"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["source", "size", "seed", *TRAINING_COLUMNS])
+
+
+def write_scaling_outputs(metric_files, sources, outputs: dict, *, encoder_files=(), encoder_sources=(),
+                          log=None) -> None:
     """Tables and figures of rule ``scaling_figure`` from the probe metrics of ``sources``.
 
     ``outputs`` maps scaling_png, scaling_pdf, layerwise_png, layerwise_pdf, metrics, scaling,
-    power_law and layerwise to paths.
+    power_law and layerwise to paths. ``encoder_files`` are the ``encoder.pt`` exports of the
+    pretrained ``encoder_sources``: their steps, samples seen and passes become columns of the
+    scaling table (:func:`training_budget`).
     """
     from ..io import atomic_file
     from ..plotting.scaling import plot_layerwise, plot_scaling
 
     metrics = collect_metrics([{"path": path, **describe_source(source)} for path, source in
                                zip(metric_files, sources)])
-    table = scaling_table(metrics)
+    training = training_budget(list(encoder_files), list(encoder_sources)) if len(encoder_files) else None
+    table = scaling_table(metrics, training)
     fits = power_law_table(table)
     layers = layer_table(metrics)
     for key, frame in (("metrics", metrics), ("scaling", table), ("power_law", fits), ("layerwise", layers)):
@@ -173,3 +230,7 @@ def write_scaling_outputs(metric_files, sources, outputs: dict, *, log=None) -> 
     plot_layerwise(layers, [outputs["layerwise_png"], outputs["layerwise_pdf"]])
     if log is not None:
         log(f"{len(metrics)} probe results of {len(sources)} sources summarised")
+        reid = table[table["task"] == "subject_reid"]
+        for _, row in reid.iterrows():
+            size = "" if pd.isna(row["size"]) else f" n={int(row['size'])}"
+            log(f"subject_reid of {row['name']}{size}: {row['mean']:.3f}")
