@@ -1,4 +1,4 @@
-"""Loss curves of a pretraining run."""
+"""Loss curves and collapse monitors of a pretraining run."""
 
 from __future__ import annotations
 
@@ -13,18 +13,31 @@ __all__ = ["plot_loss_curve"]
 
 
 def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
-    """Total and per-term losses against step, with the learning rate on a second axis."""
+    """Losses against samples seen (learning rate on a second axis) above the collapse monitors."""
     log = pd.read_csv(log_csv)
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, (axis, monitor) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 2))
+    x = log["samples_seen"]
     for column, style in (("loss", "-"), ("cls", "--"), ("network", ":")):
-        axis.plot(log["step"], log[column], style, label=column, linewidth=1.2)
+        axis.plot(x, log[column], style, label=column, linewidth=1.2)
     masked = log.dropna(subset=["mask"])  # the masked-token term applies to some steps only
-    axis.plot(masked["step"], masked["mask"], ".", markersize=3, label="mask")
-    axis.set_xlabel("step")
+    axis.plot(masked["samples_seen"], masked["mask"], ".", markersize=3, label="mask")
     axis.set_ylabel("loss")
     axis.legend(loc="upper right", fontsize=8)
     rate = axis.twinx()
-    rate.plot(log["step"], log["lr"], color="grey", alpha=0.4, linewidth=1)
+    rate.plot(x, log["lr"], color="grey", alpha=0.4, linewidth=1)
     rate.set_ylabel("learning rate", color="grey")
+    measured = log.dropna(subset=["cls_rank"])
+    monitor.plot(measured["samples_seen"], measured["cls_std"], "o-", markersize=3, color="tab:purple",
+                 label="CLS spread (std x sqrt(D); 0 = collapse)")
+    monitor.set_ylabel("CLS spread", color="tab:purple")
+    monitor.set_ylim(bottom=0)
+    rank = monitor.twinx()
+    rank.plot(measured["samples_seen"], measured["cls_rank"], "s-", markersize=3, color="tab:green",
+              label="effective rank")
+    rank.set_ylabel("effective rank of CLS", color="tab:green")
+    rank.set_ylim(bottom=0)
+    monitor.set_xlabel(f"samples seen ({log['passes'].iloc[-1]:.1f} passes over the subset)" if len(log)
+                       else "samples seen")
+    monitor.set_title("teacher CLS collapse monitors (batch)", fontsize=9)
     figure.tight_layout()
     save_figure(figure, output, dpi=110)
