@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["BudgetError", "TrainingBudget", "training_budget", "pass_order", "BatchStream"]
+__all__ = ["BudgetError", "TrainingBudget", "training_budget", "pass_order", "BatchStream", "BatchShares"]
 
 UNITS = ("samples", "steps", "epochs")
 
@@ -120,6 +120,27 @@ class BatchStream:
             items.append((index, pass_order(self.seed, index, self.n)[offset]))
         return items
 
+    def shares(self, steps: range, start: int, size: int) -> "BatchShares":
+        """The items ``start:start + size`` of each step's batch (one process's part), drawn lazily."""
+        return BatchShares(self, steps, start, size)
+
     def pass_of(self, step: int) -> int:
         """The pass the step's first item comes from."""
         return self.batch(step)[0][0]
+
+
+class BatchShares:
+    """A DataLoader ``batch_sampler``: one process's part of the batch of every step in ``steps``.
+
+    Lazy, so that a long budget does not hold every batch of the run in memory.
+    """
+
+    def __init__(self, stream: BatchStream, steps: range, start: int, size: int):
+        self.stream, self.steps, self.start, self.size = stream, steps, start, size
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        for step in self.steps:
+            yield self.stream.batch(step)[self.start:self.start + self.size]

@@ -254,8 +254,7 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         if world_size > 1 else model
     forward = torch.compile(forward) if settings["compile"] else forward
     last_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
-    shares = [stream.batch(s)[rank * local_batch:(rank + 1) * local_batch]  # this process's share of each step
-              for s in range(step, last_step)]
+    shares = stream.shares(range(step, last_step), rank * local_batch, local_batch)  # this process's part
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=shares, num_workers=settings["num_workers"])
     positions = list(range(rank * local_batch, (rank + 1) * local_batch))
     model.train()
