@@ -89,3 +89,25 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, raw, expected):
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
     assert not (tmp_path / "resources").exists()  # no job ran
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"shards": {"labels": {"height_cm": {"phenotype": "height"}}}, "splits": {"stratify": None}},
+     r"shards.labels.height_cm.phenotype': 'height' is not a configured phenotype"),
+    ({"splits": {"stratify": "site"}}, r"splits.stratify': 'site' is not a shard label"),
+    ({"splits": {"pretrain_sizes": [8, 100]}}, r"\[100\] exceed the at most 79 subjects .*raise simulate.n_subjects"),
+])
+def test_labels_strata_and_sizes_that_cannot_exist_fail_before_any_job(raw, words):
+    with pytest.raises(ConfigError, match=words):
+        validate_config(raw)
+
+
+def test_a_bad_label_stops_the_workflow_at_parse_time(tmp_path):
+    """The labels-vs-phenotypes mistake used to fail in build_shards, after all preprocessing."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"shards": {"labels": {"height_cm": {"phenotype": "height"}}},
+                                   "splits": {"stratify": None}}))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "'height' is not a configured phenotype" in result.stdout + result.stderr

@@ -9,6 +9,7 @@ then run :func:`check_config` for the rules a JSON schema cannot express.
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -107,8 +108,40 @@ def check_config(config: dict) -> None:
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
     _check_preprocess(config)
+    _check_labels(config)
     _check_probe(config)
+    _check_pretraining_sizes(config)
     resolve_inputs(config)
+
+
+def _check_labels(config: dict) -> None:
+    phenotypes = config["data"]["phenotypes"]
+    for name, label in config["shards"]["labels"].items():
+        if label["phenotype"] not in phenotypes:
+            raise ConfigError(
+                f"config key 'shards.labels.{name}.phenotype': '{label['phenotype']}' is not a configured phenotype "
+                f"({', '.join(phenotypes) or 'none'}). Name one of data.phenotypes, or add it there "
+                "(pipeline name: column of participants.tsv).")
+    stratify = config["splits"]["stratify"]
+    if stratify is not None and stratify not in config["shards"]["labels"]:
+        raise ConfigError(
+            f"config key 'splits.stratify': '{stratify}' is not a shard label ({', '.join(config['shards']['labels'])})."
+            " Name one of shards.labels, or set it to null.")
+
+
+def _check_pretraining_sizes(config: dict) -> None:
+    """With the simulated demo the number of subjects is known before any job: every size must fit the pool."""
+    if not config["simulate"]["enabled"] or config["data"]["derivatives"]:
+        return
+    subjects = config["simulate"]["n_subjects"]
+    # an upper bound: the probe split rounds per stratum, so it may hold one subject fewer than the fraction
+    pool = subjects - max(math.floor(subjects * config["splits"]["probe_fraction"]) - 1, 0)
+    too_large = [size for size in config["splits"]["pretrain_sizes"] if size > pool]
+    if too_large:
+        raise ConfigError(
+            f"config key 'splits.pretrain_sizes': {too_large} exceed the at most {pool} subjects that can be left for pretraining "
+            f"({subjects} simulated subjects, splits.probe_fraction {config['splits']['probe_fraction']} held out for "
+            "probing; runs that fail QC leave fewer). Lower the sizes, or raise simulate.n_subjects.")
 
 
 def _check_probe(config: dict) -> None:
