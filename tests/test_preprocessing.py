@@ -162,6 +162,7 @@ def test_seventeen_network_atlas_is_reordered_to_seven_networks(tiny_dataset, tm
     labels17 = tmp_path / "tpl-MNI152NLin2009cAsym_atlas-Schaefer2018_desc-400Parcels17Networks_dseg.tsv"
     table17.to_csv(labels17, sep="\t", index=False)
     specs["cortical"]["labels"] = str(labels17)
+    specs["cortical_7n"] = atlas_specs(tiny_dataset)["cortical"]  # 17-network names need the 7-network atlas
     atlases = load_atlas_set(specs)
     mapping = network_mapping(atlases)
     assert tuple(np.bincount(mapping["network_map_schaefer400_7n"])) == SCHAEFER400_7N_SIZES

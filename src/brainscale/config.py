@@ -176,11 +176,17 @@ def resolve_inputs(config: dict) -> dict:
     With ``simulate.enabled`` every unset path points into the simulated dataset;
     otherwise the derivatives folder and all three atlases must be set.
 
+    A 17-network cortical (or surface) atlas needs the 7-network atlas of the same parcels,
+    ``atlases.cortical_7n`` (``atlases.surface_7n``); a cortical file whose name says
+    ``17Networks`` without it is an error here, before any job.
+
     Returns
     -------
     dict
         ``{"derivatives": str, "participants": str, "atlases": {kind: {"image", "labels"}},
-        "surface": {"left", "right"} or None}``
+        "surface": {"left", "right"} or None}``; ``atlases`` also holds ``cortical_7n``
+        (``{"image", "labels"}``, volumetric and XCP-D input) or ``surface_7n`` (``{"left", "right"}``,
+        surface input) when set.
     """
     simulate = config["simulate"]
     data = config["data"]
@@ -216,10 +222,41 @@ def resolve_inputs(config: dict) -> dict:
             raise ConfigError("config key 'atlases.surface': data.input is surface, so set atlases.surface.left and "
                               ".right to the Schaefer atlas of each hemisphere (.annot or .label.gii).")
         surface = dict(surface)
+    _resolve_seven_network_atlas(config, atlases, surface)
     if data["input"] == "xcpd" and not data["xcpd_segmentations"]:
         raise ConfigError("config key 'data.xcpd_segmentations': data.input is xcpd, so list the seg- labels of "
                           "the XCP-D tables to read (e.g. [4S456Parcels]).")
     return {"derivatives": str(derivatives), "participants": participants, "atlases": atlases, "surface": surface}
+
+
+def _resolve_seven_network_atlas(config: dict, atlases: dict, surface: dict | None) -> None:
+    """Add the 7-network companion of the cortical atlas to ``atlases`` when it is set.
+
+    The cortical atlas in use is ``surface`` for surface input, else ``atlases["cortical"]``; only its
+    companion (``surface_7n`` or ``cortical_7n``) is read. A cortical file named ``*17Networks*``
+    without a companion is refused: the 17-network names do not give the 7-network assignment.
+    """
+    if surface is not None:
+        key, parts, cortex = "surface_7n", ("left", "right"), surface
+    else:
+        key, parts, cortex = "cortical_7n", ("image", "labels"), atlases["cortical"]
+    companion = config["atlases"].get(key) or {}
+    given = [part for part in parts if companion.get(part)]
+    if given and len(given) < len(parts):
+        missing = next(part for part in parts if part not in given)
+        raise ConfigError(f"config key 'atlases.{key}.{missing}' is not set but atlases.{key}.{given[0]} is: set both "
+                          f"({' and '.join(parts)}) to the Schaefer 7-network atlas, or neither.")
+    if given:
+        atlases[key] = {part: str(companion[part]) for part in parts}
+        return
+    seventeen = [str(path) for path in cortex.values() if path and "17Networks" in Path(path).name]
+    if seventeen:
+        cortical = "atlases.surface" if surface is not None else "atlases.cortical"
+        raise ConfigError(
+            f"config key 'atlases.{key}': {cortical} is a Schaefer 17-network atlas ({seventeen[0]}), and its network "
+            "names do not give the 7-network assignment of its parcels (a 17Networks_LH_DorsAttnB parcel can lie in "
+            f"the 7-network SomMot). Set atlases.{key}.{parts[0]} and .{parts[1]} to the Schaefer 7-network atlas of "
+            "the same resolution (e.g. 400Parcels7Networks); its parcels are matched to the 17-network ones.")
 
 
 def load_config(path: str | Path) -> dict:

@@ -17,6 +17,7 @@ INPUTS = resolve_inputs(config)
 ATLAS_FILES = [INPUTS["atlases"][k][p] for k in ("subcortical", "cerebellar") for p in ("image", "labels")]
 ATLAS_FILES += list(INPUTS["surface"].values()) if INPUTS["surface"] else [
     INPUTS["atlases"]["cortical"]["image"], INPUTS["atlases"]["cortical"]["labels"]]
+ATLAS_FILES += [path for kind in ("cortical_7n", "surface_7n") for path in INPUTS["atlases"].get(kind, {}).values()]
 PREPROCESS_DIR = Path("results/preprocess")
 _RUNS_CACHE = {}
 

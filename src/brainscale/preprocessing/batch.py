@@ -65,7 +65,12 @@ def preprocess_batch(runs: list[Run], atlas_specs: dict, settings: dict, output_
 
 def write_network_mapping(atlas_specs: dict, npz_path: str | Path, channels_path: str | Path,
                           surface: dict | None = None) -> None:
-    """Write ``network_mapping.npz`` (reference keys) and a channel table for the atlases."""
+    """Write ``network_mapping.npz`` (reference keys) and a channel table for the atlases.
+
+    With a 17-network cortical atlas (and its 7-network companion in ``atlas_specs``, see
+    :func:`~brainscale.preprocessing.atlases.load_atlas_set`) the file also holds
+    ``network_map_schaefer400_17n``, the 17-network of each channel in 7-network channel order.
+    """
     atlases = load_atlas_set(atlas_specs, surface)
     with atomic_file(npz_path) as temporary:
         np.savez(temporary, **network_mapping(atlases))

@@ -6,6 +6,11 @@ Three label images share one grid: a 400-parcel cortical atlas with Schaefer
 and a 7-parcel cerebellar atlas in the style of Buckner 2011. The parcels are
 spatially coherent clusters placed where the real networks lie, so that the
 names, counts and orders downstream code sees are the real ones.
+
+:func:`seventeen_network_atlas` gives the cortical atlas as Schaefer's 17-network
+release has it: the same 400 parcels, renumbered and renamed, with the real
+relationship to the 7-network assignment: the 17-network names do not nest in it
+(some parcels are named after a network other than their 7-network one).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ __all__ = [
     "CORTICAL_NETWORKS",
     "NETWORK_PARCELS_PER_HEMISPHERE",
     "SUBCORTICAL_STRUCTURES",
+    "NETWORKS_17",
     "DemoAtlases",
     "build_demo_atlases",
+    "seventeen_network_atlas",
 ]
 
 #: Schaefer 7-network names, in the 7-network order.
@@ -52,6 +59,25 @@ _NETWORK_ANCHORS = {
     "Cont": {"Par": [(-44, -50, 46)], "PFCl": [(-44, 32, 24)], "pCun": [(-8, -66, 46)], "Cing": [(-6, 26, 36)]},
     "Default": {"Temp": [(-56, -18, -16)], "PFC": [(-6, 52, 10)], "PCC": [(-6, -54, 30)], "Par": [(-44, -66, 30)]},
 }
+
+#: The 17-networks named after each 7-network, in Schaefer's 17-network table order; a 7-network's own
+#: parcels take them posterior to anterior.
+NETWORKS_17 = {
+    "Vis": ("VisCent", "VisPeri"), "SomMot": ("SomMotA", "SomMotB"), "DorsAttn": ("DorsAttnA", "DorsAttnB"),
+    "SalVentAttn": ("SalVentAttnA", "SalVentAttnB"), "Limbic": ("LimbicA", "LimbicB"),
+    "Cont": ("ContA", "ContB", "ContC"), "Default": ("DefaultA", "DefaultB", "DefaultC", "TempPar"),
+}
+
+#: Parcels whose 17-network name points to another 7-network than their own, as in the real atlases
+#: (where, e.g., 17Networks_*_DorsAttnB parcels lie in the 7-network SomMot): (7-network of the parcels,
+#: 17-network of their names, LH count, RH count); the parcels nearest the named network's anchors take
+#: it. Collapsing the names gives the network sizes (47, 70, 52, 51, 24, 61, 95) instead of
+#: (61, 77, 46, 47, 26, 52, 91), as with the real Schaefer-400 tables.
+_CROSSINGS = (
+    ("Vis", "DorsAttnA", 7, 7), ("SomMot", "DorsAttnB", 4, 3), ("DorsAttn", "SalVentAttnA", 3, 3),
+    ("DorsAttn", "ContA", 5, 4), ("SalVentAttn", "ContB", 1, 1), ("Limbic", "TempPar", 1, 1),
+    ("Cont", "DefaultB", 1, 1),
+)
 
 _NETWORK_COLOURS = {
     "Vis": "#781286", "SomMot": "#4682b4", "DorsAttn": "#00760e", "SalVentAttn": "#c43afa",
@@ -278,6 +304,66 @@ def build_demo_atlases(resolution_mm: float = 5.0, seed: int = 21) -> DemoAtlase
         cortical_names=cortical_names, subcortical_names=subcortical_names,
         cerebellar_names=cerebellar_names,
     )
+
+
+def _network_of_17(name17: str) -> str:
+    return next(net for net, subs in NETWORKS_17.items() if name17 in subs)
+
+
+def seventeen_network_atlas(cortical: np.ndarray, names: list, affine: np.ndarray) -> tuple[np.ndarray, list]:
+    """The 17-network version of a 7-network demo cortical atlas: same parcels, other numbers and names.
+
+    Parameters
+    ----------
+    cortical : (X, Y, Z) int array
+        7-network label image, labels 1..n (``DemoAtlases.cortical``).
+    names : list of str
+        Its 7-network names, label ``k`` is ``names[k - 1]``.
+    affine : (4, 4) array
+
+    Returns
+    -------
+    labels : (X, Y, Z) int16 array
+        Each parcel of ``cortical``, numbered in the 17-network table order (LH then RH, by
+        17-network, then by 7-network label).
+    names : list of str
+        ``17Networks_<hemi>_<network>_<k>``, label ``k`` is ``names[k - 1]``. The names do not nest in
+        the 7-network assignment (see ``_CROSSINGS``).
+    """
+    n = len(names)
+    ijk = np.argwhere(cortical > 0)
+    values = cortical[tuple(ijk.T)].astype(np.int64)
+    coords = ijk @ affine[:3, :3].T + affine[:3, 3]
+    sizes = np.bincount(values, minlength=n + 1)[1:]
+    if (sizes == 0).any():
+        raise ValueError(f"parcel {names[int(np.argmin(sizes))]} has no voxel; every parcel needs one")
+    centroids = np.stack([np.bincount(values, weights=coords[:, d], minlength=n + 1)[1:] for d in range(3)], 1)
+    centroids /= sizes[:, None]
+    hemisphere = [name.split("_")[1] for name in names]
+    network = [name.split("_")[2] for name in names]
+    name17 = [None] * n
+    for hemi_index, hemi in enumerate(("LH", "RH")):
+        for source, target, *counts in _CROSSINGS:
+            free = [i for i in range(n) if hemisphere[i] == hemi and network[i] == source and name17[i] is None]
+            anchors = _mirror([p for pts in _NETWORK_ANCHORS[_network_of_17(target)].values() for p in pts], hemi)
+            nearest = np.argsort(cdist(centroids[free], anchors).min(axis=1), kind="stable")[:counts[hemi_index]]
+            for i in nearest:
+                name17[free[i]] = target
+        for net in CORTICAL_NETWORKS:
+            own = [i for i in range(n) if hemisphere[i] == hemi and network[i] == net and name17[i] is None]
+            own.sort(key=lambda i: centroids[i, 1])  # posterior to anterior
+            for chunk, sub in zip(np.array_split(np.array(own, dtype=int), len(NETWORKS_17[net])), NETWORKS_17[net]):
+                for i in chunk:
+                    name17[i] = sub
+    order17 = [sub for subs in NETWORKS_17.values() for sub in subs]
+    table_order = sorted(range(n), key=lambda i: (hemisphere[i] != "LH", order17.index(name17[i]), i))
+    new_names, numbering, relabel = [], {}, np.zeros(n + 1, dtype=np.int16)
+    for i in table_order:
+        key = (hemisphere[i], name17[i])
+        numbering[key] = numbering.get(key, 0) + 1
+        new_names.append(f"17Networks_{hemisphere[i]}_{name17[i]}_{numbering[key]}")
+        relabel[i + 1] = len(new_names)
+    return relabel[cortical], new_names
 
 
 def label_table_colours(names: list, kind: str) -> list:
