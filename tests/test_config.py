@@ -111,3 +111,15 @@ def test_a_bad_label_stops_the_workflow_at_parse_time(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0
     assert "'height' is not a configured phenotype" in result.stdout + result.stderr
+
+
+def test_a_failing_job_writes_its_error_and_traceback_to_the_rule_log(tmp_path):
+    log = tmp_path / "rule.log"
+    script = ("from brainscale.rulelog import rule_log\n"
+              f"log = rule_log({str(log)!r})\nlog('started')\n"
+              "raise ValueError('results/qc/runs.tsv: every run is excluded')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and "every run is excluded" in result.stderr  # still on the job's stderr
+    text = log.read_text()
+    assert "started" in text and "the job failed: results/qc/runs.tsv: every run is excluded" in text
+    assert "Traceback (most recent call last)" in text and "ValueError" in text

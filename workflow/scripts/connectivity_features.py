@@ -4,7 +4,8 @@ import logging
 
 from brainscale.probing.baselines import connectivity_features
 from brainscale.probing.embeddings import probe_dataset, write_features
+from brainscale.rulelog import rule_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 dataset = probe_dataset(snakemake.input.shards, snakemake.input.splits)
 write_features(snakemake.output[0], connectivity_features(dataset, log=logging.info))

@@ -3,8 +3,9 @@
 import logging
 
 from brainscale.preprocessing.batch import write_network_mapping
+from brainscale.rulelog import rule_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 write_network_mapping(snakemake.params.atlases, snakemake.output.mapping, snakemake.output.channels,
                       surface=snakemake.params.surface)
 logging.info("wrote %s", snakemake.output.mapping)

@@ -1,12 +1,12 @@
 """Snakemake adapter: the simulator's ground truth of the probe subjects (rule oracle_features)."""
 
-import logging
 from pathlib import Path
 
 from brainscale.probing.baselines import oracle_features
 from brainscale.probing.embeddings import probe_subjects, write_features
+from brainscale.rulelog import rule_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 dataset = Path(snakemake.input.simulation)
 table = oracle_features(dataset / "ground_truth" / "latents.tsv", dataset / "fmriprep" / "participants.tsv",
                         probe_subjects(snakemake.input.splits))

@@ -5,8 +5,9 @@ import logging
 import torch
 
 from brainscale.training.launch import launch_pretraining
+from brainscale.rulelog import rule_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 torch.set_num_threads(snakemake.threads)
 launch_pretraining(snakemake.params.settings, snakemake.input.shards, snakemake.params.subjects,
                    snakemake.output.encoder.rsplit("/", 1)[0], processes=snakemake.params.processes,
