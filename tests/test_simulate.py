@@ -99,17 +99,20 @@ def test_confounds_have_the_fmriprep_columns(tiny_dataset):
         for name in ("trans_x", "rot_z"):
             assert {name, f"{name}_derivative1", f"{name}_power2", f"{name}_derivative1_power2"} <= columns
         for name in ("framewise_displacement", "std_dvars", "dvars", "rmsd", "csf", "white_matter",
-                     "global_signal", "a_comp_cor_00"):
+                     "global_signal", "csf_wm", "tcompcor", "t_comp_cor_00", "a_comp_cor_00", "c_comp_cor_00",
+                     "w_comp_cor_00"):
             assert name in columns
         # fMRIPrep's 128 s discrete cosine basis, without the constant term.
         tr = json.loads(bold.with_name(bold.name.replace(".nii.gz", ".json")).read_text())["RepetitionTime"]
         n_cosines = max(int(2 * len(table) * tr / 128) - 1, 0)
-        assert len(table.filter(like="cosine_").columns) == n_cosines
+        assert len(table.filter(regex=r"^cosine\d{2}$").columns) == n_cosines  # fMRIPrep's cosine00, no underscore
+        assert not [c for c in table.columns if c.endswith(("_00", "_01")) and "comp_cor" not in c]
         assert np.isnan(table["framewise_displacement"].iloc[0])
         assert np.isnan(table["trans_x_derivative1"].iloc[0])
         assert table["framewise_displacement"].iloc[1:].notna().all()
         description = json.loads(confounds_of(bold).with_suffix(".json").read_text())
         assert description["a_comp_cor_00"]["Mask"] == "combined"
+        assert description["c_comp_cor_00"]["Mask"] == "CSF" and description["w_comp_cor_00"]["Mask"] == "WM"
         # Motion outliers are exactly the volumes over the fMRIPrep thresholds.
         flagged = table.filter(like="motion_outlier").sum(axis=1).to_numpy() > 0
         over = (table["framewise_displacement"].fillna(0) > 0.5) | (table["std_dvars"].fillna(0) > 1.5)

@@ -1,7 +1,9 @@
 """BIDS file names: parse them into entities and build them back.
 
 Only the entities fMRIPrep writes for functional derivatives are known here, in
-the order the BIDS specification fixes for them.
+the order the BIDS specification fixes for them. ``parse_fmriprep_name`` also reads
+the one layout of fMRIPrep 20.2 LTS (and older) that breaks BIDS: surface series
+``..._space-fsaverage5_hemi-L.func.gii``, ``hemi`` after ``space`` and no suffix.
 """
 
 from __future__ import annotations
@@ -9,14 +11,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ENTITY_ORDER", "parse_bids_name", "build_bids_name"]
+__all__ = ["ENTITY_ORDER", "RUN_ENTITIES", "parse_bids_name", "parse_fmriprep_name", "build_bids_name",
+           "run_id_of"]
 
 #: Entities in the order BIDS requires them in a file name.
-ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo",
+ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
                 "hemi", "space", "res", "den", "atlas", "seg", "stat", "desc")
+#: The entities that tell one acquisition from another (those before ``hemi``): a run's identity.
+RUN_ENTITIES = ENTITY_ORDER[: ENTITY_ORDER.index("hemi")]
 
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _INDEX_ENTITIES = {"run", "echo"}
+# fMRIPrep <= 20.2 surface series: <entities>_space-<s>[_den-<d>]_hemi-<L|R>[_bold].func.gii
+_LEGACY_SURFACE = re.compile(r"^(?P<stem>.+)_hemi-(?P<hemi>[LR])(?:_(?P<suffix>bold))?(?P<extension>\.func\.gii)$")
 
 
 def parse_bids_name(path: str | Path) -> dict:
@@ -59,6 +66,49 @@ def parse_bids_name(path: str | Path) -> dict:
     if "sub" not in entities:
         raise ValueError(f"{name}: the 'sub' entity is required")
     return {"entities": entities, "suffix": parts[-1], "extension": dot + extension}
+
+
+def parse_fmriprep_name(path: str | Path) -> dict:
+    """Like ``parse_bids_name``, also reading the surface names of fMRIPrep 20.2 LTS and older.
+
+    ``sub-01_task-rest_space-fsaverage5_hemi-L.func.gii`` (and the same with ``_bold``) is read as
+    ``sub-01_task-rest_hemi-L_space-fsaverage5_bold.func.gii``, the name fMRIPrep 21+ writes.
+
+    Returns
+    -------
+    dict
+        ``{"entities", "suffix", "extension"}`` as ``parse_bids_name`` (entities in BIDS order), and
+        ``"legacy"``: True for a name in the fMRIPrep 20.2 surface layout.
+
+    Raises
+    ------
+    ValueError
+        If the name is neither a BIDS name nor the fMRIPrep 20.2 surface layout.
+    """
+    try:
+        return dict(parse_bids_name(path), legacy=False)
+    except ValueError as error:
+        strict_error = error
+    match = _LEGACY_SURFACE.match(Path(path).name)
+    if match is None:
+        raise strict_error
+    try:
+        parsed = parse_bids_name(f"{match['stem']}_bold{match['extension']}")
+    except ValueError:
+        raise strict_error from None
+    if "hemi" in parsed["entities"]:
+        raise strict_error
+    entities = dict(parsed["entities"], hemi=match["hemi"])
+    ordered = {key: entities[key] for key in ENTITY_ORDER if key in entities}
+    return {"entities": ordered, "suffix": "bold", "extension": match["extension"], "legacy": True}
+
+
+def run_id_of(entities: dict) -> str:
+    """The run's identity in a file name: its entities before ``hemi``/``space`` (``sub-01_task-rest_acq-mb4_run-1``).
+
+    Two runs that differ in ``acq``, ``ce``, ``rec``, ``dir``, ``run``, ``echo`` or ``part`` get different stems.
+    """
+    return "_".join(f"{key}-{entities[key]}" for key in RUN_ENTITIES if entities.get(key) is not None)
 
 
 def build_bids_name(entities: dict, suffix: str, extension: str) -> str:

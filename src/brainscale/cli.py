@@ -18,7 +18,7 @@ def _simulate(args: argparse.Namespace) -> int:
         settings["seed"] = args.seed
     if args.n_subjects is not None:
         settings["n_subjects"] = args.n_subjects
-    settings = validate_config({"simulate": settings})["simulate"]
+    settings = validate_config({"simulate": settings}, workflow=False)["simulate"]
     output = Path(args.output or settings["output_dir"])
     simulate_dataset(settings, output, n_jobs=args.jobs, overwrite=args.overwrite,
                      log=lambda line: print(line, file=sys.stderr))

@@ -48,13 +48,16 @@ def _key_path(error) -> str:
     return path or "<top level>"
 
 
-def validate_config(config: dict | None) -> dict:
+def validate_config(config: dict | None, *, workflow: bool = True) -> dict:
     """Validate ``config`` against the schema and fill in defaults.
 
     Parameters
     ----------
     config : dict or None
         Parsed configuration (``None`` means an empty file).
+    workflow : bool, default=True
+        Also check what only the whole workflow needs (pretraining sizes against the simulated
+        subjects); ``brainscale simulate`` checks the dataset settings alone.
 
     Returns
     -------
@@ -75,17 +78,19 @@ def validate_config(config: dict | None) -> dict:
             "Invalid configuration:\n" + "\n".join(lines) + "\n"
             "Fix these keys (every key is documented in config/README.md)."
         )
-    check_config(config)
+    check_config(config, workflow=workflow)
     return config
 
 
-def check_config(config: dict) -> None:
+def check_config(config: dict, *, workflow: bool = True) -> None:
     """Check the rules that the JSON schema cannot express.
 
     Parameters
     ----------
     config : dict
         A configuration already validated against the schema.
+    workflow : bool, default=True
+        Include the checks of the whole workflow (see :func:`validate_config`).
 
     Raises
     ------
@@ -110,7 +115,8 @@ def check_config(config: dict) -> None:
     _check_preprocess(config)
     _check_labels(config)
     _check_probe(config)
-    _check_pretraining_sizes(config)
+    if workflow:
+        _check_pretraining_sizes(config)
     resolve_inputs(config)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from brainscale.config import ConfigError, check_config, resolve_inputs
-from brainscale.preprocessing.discovery import find_runs, runs_fingerprint
+from brainscale.preprocessing.discovery import InputError, find_runs, runs_fingerprint
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -39,13 +39,13 @@ def get_runs():
     get_simulation_output()
     if "runs" not in _RUNS_CACHE:
         data = config["data"]
-        _RUNS_CACHE["runs"] = find_runs(INPUTS["derivatives"], space=data["space"], task=data["task"],
-                                        res=data["res"], sessions=data["sessions"], runs=data["runs"],
-                                        kind=data["input"], surface_space=data["surface_space"],
-                                        segmentations=data["xcpd_segmentations"])
-        if not _RUNS_CACHE["runs"]:
-            raise WorkflowError(f"No run in {INPUTS['derivatives']} matches space-{data['space']}, "
-                                f"task-{data['task']}: check data.space, data.task, data.res and the filters.")
+        try:  # no matching run is an error that names the configured input kind and the patterns looked for
+            _RUNS_CACHE["runs"] = find_runs(INPUTS["derivatives"], space=data["space"], task=data["task"],
+                                            res=data["res"], sessions=data["sessions"], runs=data["runs"],
+                                            kind=data["input"], surface_space=data["surface_space"],
+                                            segmentations=data["xcpd_segmentations"], require=True)
+        except InputError as error:
+            raise WorkflowError(str(error)) from None
     return _RUNS_CACHE["runs"]
 
 

@@ -3,6 +3,12 @@
 Discovery only lists directories (``os.scandir``), never opens a file, so that it
 stays fast for cohorts of tens of thousands of runs; reading the TR and checking
 the files is left to the job that processes each run.
+
+File names of fMRIPrep 20.2 LTS and of 21+ are read alike (``bids.parse_fmriprep_name``):
+volumes ``<run>_space-<s>[_res-<r>]_desc-preproc_bold.nii.gz``; surfaces
+``<run>_hemi-<L|R>_space-<s>[_den-<d>]_bold.func.gii`` (21+) or ``<run>_space-<s>[_den-<d>]_hemi-<L|R>.func.gii``
+(20.2). ``<run>`` is ``sub-<l>[_ses-<l>]_task-<l>[_acq-<l>][_ce-<l>][_rec-<l>][_dir-<l>][_run-<i>][_echo-<i>]``:
+runs that differ in any of these entities are distinct runs with distinct ids.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..bids import parse_bids_name
+from ..bids import parse_fmriprep_name, run_id_of
 
-__all__ = ["Run", "find_runs", "read_repetition_time", "load_participants", "InputError", "runs_fingerprint"]
+__all__ = ["Run", "find_runs", "read_repetition_time", "load_participants", "InputError", "runs_fingerprint",
+           "expected_names", "no_runs_message"]
 
 _BOLD_SUFFIX = "_desc-preproc_bold.nii.gz"
 _CONFOUNDS_SUFFIXES = ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv")
+#: Surface spaces fMRIPrep names two ways: ``space-fsaverage5`` or ``space-fsaverage_den-10k``.
+_SURFACE_DENSITIES = {"fsaverage5": ("fsaverage", "10k"), "fsaverage6": ("fsaverage", "41k")}
 
 
 class InputError(ValueError):
@@ -37,7 +46,7 @@ class Run:
     ``tables``.
     """
 
-    run_id: str  # sub-<l>[_ses-<l>]_task-<l>[_acq-..][_run-<i>]: the run's entities before hemi/space
+    run_id: str  # sub-<l>[_ses-<l>]_task-<l>[_acq-..][_dir-..][_run-<i>][_echo-<i>]: the entities before hemi/space
     participant_id: str  # sub-<l>
     session: str | None
     bold: str | None
@@ -75,7 +84,8 @@ def _func_dirs(derivatives: Path):
 
 def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None = None,
               sessions: list[str] | None = None, runs: list[str] | None = None, kind: str = "volume",
-              surface_space: str = "fsaverage5", segmentations: list[str] | None = None) -> list[Run]:
+              surface_space: str = "fsaverage5", segmentations: list[str] | None = None,
+              require: bool = False) -> list[Run]:
     """List the runs of an fMRIPrep (or XCP-D) derivatives folder.
 
     Parameters
@@ -90,12 +100,22 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
         Keep only these session labels / run indices.
     kind : {"volume", "surface", "xcpd"}
         ``volume``: ``*_space-<space>[_res-<r>]_desc-preproc_bold.nii.gz``;
-        ``surface``: ``*_hemi-L_space-<surface_space>_bold.func.gii`` with its ``hemi-R`` twin;
+        ``surface``: ``*_hemi-L_space-<surface_space>[_den-<d>]_bold.func.gii`` (fMRIPrep 21+) or
+        ``*_space-<surface_space>[_den-<d>]_hemi-L.func.gii`` (20.2 LTS) with its ``hemi-R`` twin
+        (``fsaverage5`` also matches ``space-fsaverage_den-10k``, ``fsaverage6`` ``den-41k``);
         ``xcpd``: ``*_space-<space>_seg-<seg>_stat-mean_timeseries.tsv`` for every seg in ``segmentations``.
+    require : bool
+        Raise ``InputError`` (``no_runs_message``) instead of returning an empty list.
 
     Returns
     -------
     list of Run, sorted by run_id.
+
+    Raises
+    ------
+    InputError
+        When the folder is missing, a file name is not one fMRIPrep writes, a run is present at
+        several resolutions (or surface densities), or ``require`` is set and no run matches.
     """
     derivatives = Path(derivatives)
     if not derivatives.is_dir():
@@ -116,66 +136,186 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
     for func in _func_dirs(derivatives):
         names = set(os.listdir(func))
         volumes = _volumes_in(func, names, space, res, wanted)
-        for run_id, bold in volumes.items():
-            confounds = next((c for c in (run_id + s for s in _CONFOUNDS_SUFFIXES) if c in names), None)
-            entities = parse_bids_name(Path(bold).name)["entities"]
-            common = dict(run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                          confounds=os.path.join(func, confounds) if confounds else None)
-            if kind == "volume":
-                found[run_id] = Run(bold=bold, sidecar=bold[: -len(".nii.gz")] + ".json", **common)
-        if kind == "surface":
-            for name in sorted(names):
-                if not name.endswith(f"_hemi-L_space-{surface_space}_bold.func.gii"):
-                    continue
-                entities = parse_bids_name(name)["entities"]
-                right = name.replace("_hemi-L_", "_hemi-R_")
-                if not wanted(entities) or right not in names:
-                    continue
-                run_id = name[: name.index("_hemi-")]
-                confounds = next((c for c in (run_id + s for s in _CONFOUNDS_SUFFIXES) if c in names), None)
+        if kind == "volume":
+            for run_id, (bold, entities) in volumes.items():
                 found[run_id] = Run(
                     run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                    bold=volumes.get(run_id), sidecar=os.path.join(func, name.replace(".func.gii", ".json")),
-                    confounds=os.path.join(func, confounds) if confounds else None, kind="surface",
-                    surfaces=(os.path.join(func, name), os.path.join(func, right)))
-        elif kind == "xcpd":
+                    bold=bold, sidecar=bold[: -len(".nii.gz")] + ".json",
+                    confounds=_confounds_in(func, names, entities))
+        elif kind == "surface":
+            for run_id, (left, right, entities) in _surfaces_in(func, names, surface_space, wanted).items():
+                bold = volumes[run_id][0] if run_id in volumes else None
+                found[run_id] = Run(
+                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+                    bold=bold, sidecar=_surface_sidecar(func, names, left, run_id, bold),
+                    confounds=_confounds_in(func, names, entities), kind="surface",
+                    surfaces=(os.path.join(func, left), os.path.join(func, right)))
+        else:
             tables: dict[str, dict] = {}
             for name in sorted(names):
                 if not name.endswith("_stat-mean_timeseries.tsv") or "_seg-" not in name:
                     continue
-                entities = parse_bids_name(name)["entities"]
+                entities = _parse(func, name)["entities"]
                 if entities.get("space") != space or entities.get("seg") not in segmentations or not wanted(entities):
                     continue
-                tables.setdefault(name[: name.index("_space-")], {})[entities["seg"]] = os.path.join(func, name)
+                tables.setdefault(run_id_of(entities), {})[entities["seg"]] = os.path.join(func, name)
             for run_id, by_seg in tables.items():
                 if set(by_seg) != set(segmentations):
                     continue
-                entities = parse_bids_name(Path(by_seg[segmentations[0]]).name)["entities"]
+                entities = _parse(func, Path(by_seg[segmentations[0]]).name)["entities"]
                 ordered = tuple(by_seg[seg] for seg in segmentations)
                 found[run_id] = Run(
                     run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
                     bold=None, sidecar=ordered[0][: -len(".tsv")] + ".json", confounds=None, kind="xcpd",
                     tables=ordered)
+    if require and not found:
+        raise InputError(no_runs_message(derivatives, kind=kind, space=space, task=task, res=res,
+                                         surface_space=surface_space, segmentations=segmentations,
+                                         sessions=sessions, runs=runs))
     return [found[key] for key in sorted(found)]
 
 
+def _parse(func: str, name: str) -> dict:
+    try:
+        return parse_fmriprep_name(name)
+    except ValueError as error:
+        raise InputError(f"{os.path.join(func, name)}: not a file name fMRIPrep writes ({error}). "
+                         "Rename it as fMRIPrep would, or move it out of the derivatives folder.") from None
+
+
+def _confounds_in(func: str, names: set, entities: dict) -> str | None:
+    """The run's confounds table: same run entities, either naming; a per-echo run falls back on the
+    run's echo-less table (fMRIPrep writes one confounds table for a multi-echo run)."""
+    stems = [run_id_of(entities)]
+    if "echo" in entities:
+        stems.append(run_id_of({key: value for key, value in entities.items() if key != "echo"}))
+    for stem in stems:
+        for suffix in _CONFOUNDS_SUFFIXES:
+            if stem + suffix in names:
+                return os.path.join(func, stem + suffix)
+    return None
+
+
 def _volumes_in(func: str, names: set, space: str, res: str | None, wanted) -> dict:
-    """run_id -> path of the volumetric preprocessed BOLD runs of one func folder."""
-    volumes: dict[str, str] = {}
+    """run_id -> (path, entities) of the volumetric preprocessed BOLD runs of one func folder."""
+    volumes: dict[str, tuple] = {}
     for name in sorted(names):
         if not name.endswith(_BOLD_SUFFIX):
             continue
-        entities = parse_bids_name(name)["entities"]
+        entities = _parse(func, name)["entities"]
         if entities.get("space") != space or "hemi" in entities or not wanted(entities):
             continue
         if res is not None and entities.get("res") != res:
             continue
-        run_id = name[: name.index("_space-")]
+        run_id = run_id_of(entities)
         if run_id in volumes:
-            raise InputError(f"{func}: run {run_id} exists at several resolutions ({Path(volumes[run_id]).name} "
+            raise InputError(f"{func}: run {run_id} exists at several resolutions ({Path(volumes[run_id][0]).name} "
                              f"and {name}). Set data.res to the one to use.")
-        volumes[run_id] = os.path.join(func, name)
+        volumes[run_id] = (os.path.join(func, name), entities)
     return volumes
+
+
+def _surface_space_matches(entities: dict, surface_space: str) -> bool:
+    if entities.get("space") == surface_space:
+        return True
+    return (entities.get("space"), entities.get("den")) == _SURFACE_DENSITIES.get(surface_space)
+
+
+def _surfaces_in(func: str, names: set, surface_space: str, wanted) -> dict:
+    """run_id -> (left name, right name, entities) of the surface series of one func folder."""
+    surfaces: dict[str, tuple] = {}
+    for name in sorted(names):
+        if not name.endswith(".func.gii"):
+            continue
+        parsed = _parse(func, name)
+        entities = parsed["entities"]
+        if (parsed["suffix"] != "bold" or entities.get("hemi") != "L" or entities.get("desc") not in (None, "preproc")
+                or not _surface_space_matches(entities, surface_space) or not wanted(entities)):
+            continue
+        right = name.replace("_hemi-L", "_hemi-R", 1)
+        if right not in names:
+            continue
+        run_id = run_id_of(entities)
+        if run_id in surfaces:
+            raise InputError(f"{func}: run {run_id} has several surface series for space {surface_space} "
+                             f"({surfaces[run_id][0]} and {name}). Keep one of them in the derivatives folder "
+                             "(data.surface_space fsaverage5 or fsaverage6 selects den-10k or den-41k).")
+        surfaces[run_id] = (name, right, entities)
+    return surfaces
+
+
+def _surface_sidecar(func: str, names: set, left: str, run_id: str, bold: str | None) -> str:
+    """The JSON that gives a surface run's TR: its own (21+), else the run's volumetric one, else any
+    ``_bold.json`` of the same run (fMRIPrep 20.2 may write none beside the surfaces); the GIFTI
+    ``TimeStep`` is the fallback of ``read_repetition_time``."""
+    own = left[: -len(".func.gii")] + ".json"
+    if own in names:
+        return os.path.join(func, own)
+    if bold is not None and Path(bold[: -len(".nii.gz")] + ".json").name in names:
+        return bold[: -len(".nii.gz")] + ".json"
+    for name in sorted(names):
+        if name.endswith("_bold.json"):
+            try:
+                if run_id_of(parse_fmriprep_name(name)["entities"]) == run_id:
+                    return os.path.join(func, name)
+            except ValueError:
+                continue
+    return os.path.join(func, own)
+
+
+def expected_names(*, kind: str, space: str, task: str, res: str | None = None, surface_space: str = "fsaverage5",
+                   segmentations: list[str] | None = None) -> str:
+    """The file names the configured input kind is looked for under, for messages."""
+    if kind == "surface":
+        density = _SURFACE_DENSITIES.get(surface_space)
+        alias = f" (or space-{density[0]}_den-{density[1]})" if density else ""
+        return (f"pairs of sub-*_task-{task}[_<entities>]_hemi-L/R_space-{surface_space}[_den-*]_bold.func.gii "
+                f"(fMRIPrep 21+) or sub-*_task-{task}[_<entities>]_space-{surface_space}[_den-*]_hemi-L/R.func.gii "
+                f"(fMRIPrep 20.2){alias}")
+    if kind == "xcpd":
+        return (f"sub-*_task-{task}[_<entities>]_space-{space}_seg-<seg>_stat-mean_timeseries.tsv for every seg "
+                f"of {list(segmentations or [])}")
+    resolution = f"_res-{res}" if res else "[_res-*]"
+    return f"sub-*_task-{task}[_<entities>]_space-{space}{resolution}_desc-preproc_bold.nii.gz"
+
+
+_SETTINGS_OF_KIND = {"volume": "data.space, data.res, data.task",
+                     "surface": "data.surface_space, data.task",
+                     "xcpd": "data.space, data.xcpd_segmentations, data.task"}
+
+
+def no_runs_message(derivatives: str | Path, *, kind: str, space: str, task: str, res: str | None = None,
+                    surface_space: str = "fsaverage5", segmentations: list[str] | None = None,
+                    sessions: list[str] | None = None, runs: list[str] | None = None) -> str:
+    """Why ``find_runs`` found nothing: the configured input kind, the names it looks for, what is there."""
+    spaces: dict[str, set] = {"volume": set(), "surface": set(), "xcpd": set()}
+    n_folders = 0
+    for func in _func_dirs(Path(derivatives)):
+        n_folders += 1
+        for name in os.listdir(func):
+            try:
+                entities = parse_fmriprep_name(name)["entities"]
+            except ValueError:
+                continue
+            label = f"task-{entities.get('task')} space-{entities.get('space')}"
+            if name.endswith(_BOLD_SUFFIX):
+                spaces["volume"].add(label + (f" res-{entities['res']}" if "res" in entities else ""))
+            elif name.endswith(".func.gii"):
+                spaces["surface"].add(label + (f" den-{entities['den']}" if "den" in entities else ""))
+            elif name.endswith("_stat-mean_timeseries.tsv"):
+                spaces["xcpd"].add(label + f" seg-{entities.get('seg')}")
+    present = "; ".join(f"{what} runs with {', '.join(sorted(labels))}" for what, labels in spaces.items() if labels)
+    filters = []
+    if sessions is not None:
+        filters.append(f"data.sessions {sessions}")
+    if runs is not None:
+        filters.append(f"data.runs {runs}")
+    expected = expected_names(kind=kind, space=space, task=task, res=res, surface_space=surface_space,
+                              segmentations=segmentations)
+    return (f"No run in {derivatives} matches data.input: {kind}, which reads {expected}"
+            f"{' with ' + ' and '.join(filters) if filters else ''}. "
+            f"Found {n_folders} func folder(s){': ' + present if present else ', with no fMRIPrep BOLD series'}. "
+            f"Check data.input, {_SETTINGS_OF_KIND[kind]}, data.sessions and data.runs.")
 
 
 def read_repetition_time(bold: str | Path, sidecar: str | Path, header_tr: float | None) -> float:

@@ -6,13 +6,21 @@ non-steady-state volumes; average every atlas parcel in one pass over the data;
 regress the confounds (fitted on uncensored volumes); fill censored volumes by
 interpolation; resample to the target TR; band-pass; z-score each channel; measure
 quality and decide exclusion.
+
+Confounds tables are read in the naming of fMRIPrep 1.2 to 20.2 LTS and of 21 and later
+(``normalise_confounds_names``): nilearn is handed a copy of the run's own table (the one
+discovery paired with it) under a plain name, its columns in the naming nilearn reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tempfile
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +35,8 @@ from .discovery import InputError, Run, read_repetition_time
 from .temporal import band_pass, interpolate_censored, regress_confounds, resample_to_tr, zscore
 
 __all__ = ["RunResult", "load_bold", "load_func_gifti", "parcellate", "ParcellationCache", "preprocess_run",
-           "write_run", "QC_COLUMNS"]
+           "write_run", "normalise_confounds_names", "exclusion_counts", "require_included_runs",
+           "AllRunsExcludedError", "included_mask", "QC_COLUMNS"]
 
 QC_COLUMNS = ["run_id", "participant_id", "session", "source", "source_tr", "n_volumes_in", "n_dummy",
               "mean_fd", "fraction_high_motion", "fraction_scrubbed", "duration_s", "n_volumes_out",
@@ -190,8 +199,100 @@ def _leading_dummies(table: pd.DataFrame) -> int:
     return count
 
 
+# fMRIPrep writes cosine00, non_steady_state_outlier00, motion_outlier00; other writers put an underscore
+# before the number (cosine_00 ...). Both are read, under fMRIPrep's names.
+_NUMBERED_CONFOUNDS = re.compile(r"^(cosine|non_steady_state_outlier|motion_outlier)_?(\d+)$")
+# fMRIPrep 20.2+/21+ name the aCompCor components of the CSF and WM masks c_comp_cor_XX and w_comp_cor_XX;
+# fMRIPrep 1.4-20.1 numbered them a_comp_cor_XX after the combined mask's, with the mask in the JSON:
+# the layout nilearn's load_confounds selects masks in.
+_SEPARATE_ACOMPCOR = (("c_comp_cor", "CSF"), ("w_comp_cor", "WM"))
+
+
+def _is_camel_case(name: str) -> bool:
+    return name != name.lower() and name != name.upper() and "_" not in name  # nilearn's test
+
+
+def normalise_confounds_names(columns: list[str], description: dict | None, *,
+                              source: str = "confounds") -> tuple[list[str], dict | None]:
+    """Confounds columns (and JSON sidecar) of any fMRIPrep >= 1.2, named as nilearn's interface reads them.
+
+    - ``cosine_XX``, ``non_steady_state_outlier_XX``, ``motion_outlier_XX`` become ``cosineXX`` ...,
+      fMRIPrep's names (nilearn reads either; one naming downstream).
+    - ``c_comp_cor_XX`` and ``w_comp_cor_XX`` (CSF and WM masks, fMRIPrep 21+) become ``a_comp_cor_NN``
+      numbered after the combined mask's components, their mask (``CSF``, ``WM``) in the JSON: the
+      fMRIPrep 1.4-20.1 layout, in which nilearn's ``compcor="anat_separated"`` finds them.
+    - Every other column (``trans_x``, ``csf_wm``, ``tcompcor``, ``t_comp_cor_XX``, ``aroma_motion_XX``...)
+      is kept as it is.
+
+    Parameters
+    ----------
+    columns : list of str
+        The table's header.
+    description : dict or None
+        The confounds JSON sidecar, None when there is none.
+    source : str
+        The file, for messages.
+
+    Returns
+    -------
+    columns, description : the renamed header and a renamed copy of the sidecar.
+
+    Raises
+    ------
+    InputError
+        For the CamelCase naming of fMRIPrep 1.0-1.1 (``RotX``, ``aCompCor00``), which nilearn does not read.
+    """
+    camel = [name for name in columns if _is_camel_case(name)]
+    if camel:
+        raise InputError(f"{source}: confounds columns in the CamelCase naming of fMRIPrep 1.0-1.1 "
+                         f"({', '.join(camel[:4])}); the snake_case naming of fMRIPrep 1.2 and later (trans_x, "
+                         "a_comp_cor_00, cosine00) is read. Rerun fMRIPrep (20.2 LTS or later) on these data.")
+    renames: dict[str, str] = {}
+    for name in columns:
+        match = _NUMBERED_CONFOUNDS.match(name)
+        if match:
+            renames[name] = f"{match[1]}{match[2]}"
+    description = None if description is None else dict(description)
+    named = set(columns) | set(description or ())
+    next_number = len([name for name in named if re.fullmatch(r"a_comp_cor_\d+", name)])
+    for prefix, mask in _SEPARATE_ACOMPCOR:
+        found = sorted((name for name in named if re.fullmatch(rf"{prefix}_\d+", name)),
+                       key=lambda name: int(name.rsplit("_", 1)[1]))
+        for name in found:
+            renames[name] = f"a_comp_cor_{next_number:02d}"
+            next_number += 1
+            if description is not None and isinstance(description.get(name), dict):
+                entry = dict(description.pop(name))
+                entry.setdefault("Method", "aCompCor")
+                entry.setdefault("Mask", mask)
+                description[renames[name]] = entry
+    renamed = [renames.get(name, name) for name in columns]
+    if len(set(renamed)) != len(renamed):
+        twice = sorted({name for name in renamed if renamed.count(name) > 1})
+        raise InputError(f"{source}: the confounds columns {twice[:4]} appear under two namings "
+                         "(e.g. cosine00 and cosine_00). Keep the table fMRIPrep wrote.")
+    return renamed, description
+
+
+@contextmanager
+def _staging_directory():
+    """A temporary folder whose path has no 'tsv' in it (nilearn finds the JSON by replacing 'tsv' with 'json')."""
+    for _ in range(100):
+        with tempfile.TemporaryDirectory(prefix="brainscale-confounds-") as folder:
+            if "tsv" not in folder:
+                yield Path(folder)
+                return
+    raise RuntimeError(f"no temporary folder without 'tsv' in its path under {tempfile.gettempdir()}; set TMPDIR")
+
+
 def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Return (raw confounds table, selected confounds, kept mask) for a run."""
+    """Return (raw confounds table, selected confounds, kept mask) for a run.
+
+    nilearn's ``load_confounds_strategy`` looks the table up beside an image by its name; it is given
+    a staged copy of the run's own table (header renamed by ``normalise_confounds_names``, the rows
+    byte for byte) beside a plain image name, so that every fMRIPrep layout, 20.2 surfaces included,
+    is denoised with the table discovery paired with the run.
+    """
     from nilearn.interfaces.fmriprep import load_confounds_strategy
 
     if run.confounds is None or not os.path.isfile(run.confounds):
@@ -201,12 +302,33 @@ def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFra
     if len(table) != n_volumes:
         raise InputError(f"{run.confounds}: {len(table)} rows but the image has {n_volumes} volumes. "
                          "The confounds belong to another run or were cut; use the file fMRIPrep wrote for this run.")
+    text = Path(run.confounds).read_text(encoding="utf-8")
+    header, newline, body = text.partition("\n")
+    columns = header.rstrip("\r").split("\t")
+    sidecar = Path(run.confounds[: -len(".tsv")] + ".json")
+    description = None
+    if sidecar.is_file():
+        try:
+            description = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"{sidecar}: not valid JSON ({error}). Copy it again from the fMRIPrep output.") from None
+    renamed, description = normalise_confounds_names(columns, description, source=run.confounds)
+    if len(renamed) == len(table.columns):
+        table.columns = renamed
     options = {key: value for key, value in denoise.items() if key != "strategy" and value is not None}
-    with warnings.catch_warnings():
+    with _staging_directory() as folder, warnings.catch_warnings():
         # nilearn warns about options the strategy ignores; the config documents them.
         warnings.simplefilter("ignore")
-        images = list(run.surfaces) if run.kind == "surface" else run.bold
-        selected, sample_mask = load_confounds_strategy(images, denoise_strategy=denoise["strategy"], **options)
+        staged = folder / "sub-run_task-run_desc-confounds_timeseries.tsv"
+        staged.write_text("\t".join(renamed) + newline + body, encoding="utf-8")
+        if description is not None:
+            staged.with_suffix(".json").write_text(json.dumps(description))
+        try:
+            selected, sample_mask = load_confounds_strategy(str(folder / "sub-run_task-run_desc-preproc_bold.nii.gz"),
+                                                            denoise_strategy=denoise["strategy"], **options)
+        except ValueError as error:  # nilearn's report of missing or unreadable confounds
+            raise InputError(f"{run.confounds}: nilearn cannot select the '{denoise['strategy']}' confounds "
+                             f"({error}). Check preprocess.denoise against the table's columns.") from None
     kept = np.zeros(n_volumes, dtype=bool)
     kept[np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)] = True
     return table, selected.to_numpy(dtype=np.float64), kept
@@ -302,6 +424,68 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     qc["exclusion"] = ",".join(code for code, _ in reasons)
     qc["reason"] = "; ".join(text for _, text in reasons)
     return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant | ~provided, qc=qc)
+
+
+def included_mask(table: pd.DataFrame) -> pd.Series:
+    """The ``included`` column as booleans, whether it was read back as bool or as text."""
+    column = table["included"]
+    if column.dtype == bool:
+        return column
+    return column.astype("string").str.strip().str.lower().isin(["true", "1"]).astype(bool)
+
+
+def exclusion_counts(table: pd.DataFrame) -> pd.Series:
+    """Excluded runs per exclusion code of a QC table (a run may carry several codes), most frequent first.
+
+    Empty when no run is excluded; an excluded run without a code counts as ``unknown``.
+    """
+    excluded = table.loc[~included_mask(table), "exclusion"].astype("string").fillna("")
+    codes = excluded.str.split(",").explode().str.strip()
+    codes = codes.where(codes != "", "unknown") if len(codes) else codes
+    counts = codes.value_counts()
+    order = sorted(counts.index, key=lambda code: (-counts[code], code))
+    return counts.reindex(order).astype(int).rename("runs")
+
+
+class AllRunsExcludedError(InputError):
+    """No run passed preprocessing and QC: nothing can be sharded."""
+
+
+def require_included_runs(table: pd.DataFrame, *, where: str = "results/qc/runs.tsv") -> None:
+    """Stop, listing the exclusion reasons with their counts, when no run of the QC table is included.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The QC table of every run (``QC_COLUMNS``).
+    where : str
+        Where the user finds the whole table, for the message.
+
+    Raises
+    ------
+    AllRunsExcludedError
+    """
+    if len(table) and included_mask(table).any():
+        return
+    if not len(table):
+        raise AllRunsExcludedError(f"No run reached QC ({where} is empty): nothing to shard. "
+                                   "Check data.derivatives and the discovery filters.")
+    counts = exclusion_counts(table)
+    excluded = table.loc[~included_mask(table)].sort_values("run_id")
+    codes = excluded["exclusion"].astype("string").fillna("").str.split(",")
+    examples = []
+    for code, count in counts.items():
+        first = next(index for index, listed in codes.items()
+                     if code in [c.strip() for c in listed] or (code == "unknown" and listed == [""]))
+        reason = str(excluded.loc[first, "reason"]) if pd.notna(excluded.loc[first, "reason"]) else "no reason given"
+        reason = reason if len(reason) <= 240 else reason[:237] + "..."
+        examples.append(f"{code}: {count} run{'s' if count != 1 else ''} "
+                        f"(e.g. {excluded.loc[first, 'run_id']}: {reason})")
+    raise AllRunsExcludedError(
+        f"All {len(table)} runs were excluded by preprocessing and QC, so there is nothing to shard "
+        f"(every run and its reason: {where}). Exclusions by reason (a run may have several): "
+        + "; ".join(examples)
+        + ". Fix the input files named, or relax preprocess.qc, preprocess.crop_length or preprocess.denoise.")
 
 
 def write_run(path: str | Path, result: RunResult, target_tr: float) -> None:

@@ -1,12 +1,15 @@
 """An fMRIPrep-style confounds table computed from the simulated images.
 
-Columns follow fMRIPrep's names and conventions: tissue means (``global_signal``,
-``csf``, ``white_matter``) with ``_derivative1``, ``_power2`` and
-``_derivative1_power2`` expansions (derivatives have an undefined first row),
-``dvars``/``std_dvars``, ``framewise_displacement`` and ``rmsd``, temporal and
-anatomical CompCor components described in the JSON sidecar, the discrete cosine
-high-pass basis (128 s), one-hot ``non_steady_state_outlier_XX`` and
-``motion_outlier_XX`` columns, and the six motion parameters with expansions.
+Columns follow the names and conventions of current fMRIPrep (21 and later): tissue
+means (``global_signal``, ``csf``, ``white_matter``) with ``_derivative1``, ``_power2``
+and ``_derivative1_power2`` expansions (derivatives have an undefined first row), the
+means of the combined CSF+WM mask and of the tCompCor mask (``csf_wm``, ``tcompcor``),
+``dvars``/``std_dvars``, ``framewise_displacement`` and ``rmsd``, CompCor components
+described in the JSON sidecar (``t_comp_cor_XX`` temporal; ``a_comp_cor_XX``,
+``c_comp_cor_XX``, ``w_comp_cor_XX`` anatomical in the combined, CSF and WM masks), the
+discrete cosine high-pass basis (128 s, ``cosineXX``), one-hot
+``non_steady_state_outlierXX`` and ``motion_outlierXX`` columns (no underscore before
+the number, as fMRIPrep writes them), and the six motion parameters with expansions.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def _one_hot(prefix: str, volumes: np.ndarray, n_volumes: int) -> dict:
     for number, volume in enumerate(volumes):
         column = np.zeros(n_volumes)
         column[volume] = 1.0
-        columns[f"{prefix}_{number:02d}"] = column
+        columns[f"{prefix}{number:02d}"] = column
     return columns
 
 
@@ -137,6 +140,10 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
     columns.update(expansions("csf", data[:, csf].mean(axis=1)))
     columns.update(expansions("white_matter", data[:, wm].mean(axis=1)))
     columns["csf_wm"] = data[:, csf | wm].mean(axis=1)
+    steady = slice(dummy_scans, None)  # fMRIPrep leaves the non-steady-state volumes out of CompCor
+    variance = data[steady].var(axis=0)
+    high_variance = variance >= np.quantile(variance, 0.98)  # the tCompCor mask
+    columns["tcompcor"] = data[:, high_variance].mean(axis=1)
     dvars, std_dvars = standardised_dvars(data)
     fd = framewise_displacement(motion)
     fd[0] = np.nan
@@ -144,21 +151,16 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
                     "rmsd": _relative_rmsd(motion)})
 
     basis = cosine_basis(n_volumes, repetition_time)
-    steady = slice(dummy_scans, None)  # fMRIPrep leaves the non-steady-state volumes out of CompCor
     description: dict = {}
-    variance = data[steady].var(axis=0)
-    high_variance = variance >= np.quantile(variance, 0.98)
     groups = [("t_comp_cor", "tCompCor", None, high_variance, 3),
               ("a_comp_cor", "aCompCor", "combined", csf | wm, 5),
-              ("a_comp_cor", "aCompCor", "CSF", csf, 3),
-              ("a_comp_cor", "aCompCor", "WM", wm, 3)]
-    numbering = {"t_comp_cor": 0, "a_comp_cor": 0}
+              ("c_comp_cor", "aCompCor", "CSF", csf, 3),
+              ("w_comp_cor", "aCompCor", "WM", wm, 3)]
     for prefix, method, mask_name, voxels, n_components in groups:
         components, explained, singular = compcor(data[steady][:, voxels], basis[steady], n_components)
         cumulative = np.cumsum(explained)
         for k in range(components.shape[1]):
-            name = f"{prefix}_{numbering[prefix]:02d}"
-            numbering[prefix] += 1
+            name = f"{prefix}_{k:02d}"
             full = np.zeros(n_volumes)
             full[steady] = components[:, k]
             columns[name] = full
@@ -168,7 +170,7 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
                 entry["Mask"] = mask_name
             description[name] = entry
     for k in range(basis.shape[1]):
-        columns[f"cosine_{k:02d}"] = basis[:, k]
+        columns[f"cosine{k:02d}"] = basis[:, k]
     columns.update(_one_hot("non_steady_state_outlier", np.arange(dummy_scans), n_volumes))
 
     position = np.concatenate([motion.translations, motion.rotations], axis=1)
