@@ -11,14 +11,16 @@ from typing import Iterator
 __all__ = ["atomic_directory", "atomic_file", "write_text_atomic", "load_torch_file"]
 
 _PARTIAL_TAG = ".partial-"
+_OLD_TAG = ".old-"
 
 
 @contextlib.contextmanager
 def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary sibling name, then rename it into place.
 
-    A run killed midway leaves only a ``.<name>.partial-<pid>`` sibling, which the
-    next call removes, so the final directory is either complete or absent.
+    A run killed midway leaves only a ``.<name>.partial-<pid>`` sibling (and, when killed while
+    swapping, the replaced ``.<name>.old-<pid>``), which the next call removes, so the final
+    directory is either complete or absent.
 
     Parameters
     ----------
@@ -38,8 +40,10 @@ def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[
             f"{final} already exists. Remove it, choose another output folder, or pass overwrite."
         )
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}{_PARTIAL_TAG}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    # leftovers of a run killed midway: its half-built folder, or the old output it was replacing
+    for tag in (_PARTIAL_TAG, _OLD_TAG):
+        for stale in final.parent.glob(f".{final.name}{tag}*"):
+            shutil.rmtree(stale, ignore_errors=True)
     partial = final.parent / f".{final.name}{_PARTIAL_TAG}{os.getpid()}"
     partial.mkdir()
     try:
@@ -48,7 +52,7 @@ def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[
         shutil.rmtree(partial, ignore_errors=True)
         raise
     if final.exists():
-        trash = final.parent / f".{final.name}.old-{os.getpid()}"
+        trash = final.parent / f".{final.name}{_OLD_TAG}{os.getpid()}"
         final.rename(trash)
         partial.rename(final)
         shutil.rmtree(trash, ignore_errors=True)
