@@ -318,6 +318,17 @@ def no_runs_message(derivatives: str | Path, *, kind: str, space: str, task: str
             f"Check data.input, {_SETTINGS_OF_KIND[kind]}, data.sessions and data.runs.")
 
 
+def read_json_sidecar(path: str | Path, *, fix: str) -> dict | None:
+    """The parsed JSON sidecar at ``path``; None when there is none; an InputError naming it and ``fix`` if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error}). {fix}") from None
+
+
 def read_repetition_time(bold: str | Path, sidecar: str | Path, header_tr: float | None) -> float:
     """The run's TR: from the JSON sidecar, else from the NIfTI header; an error if they disagree.
 
@@ -326,11 +337,8 @@ def read_repetition_time(bold: str | Path, sidecar: str | Path, header_tr: float
     sidecar = Path(sidecar)
     header_tr = float(header_tr) if header_tr else None
     sidecar_tr = None
-    if sidecar.is_file():
-        try:
-            payload = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"{sidecar}: not valid JSON ({error}). Repair or remove the sidecar.") from None
+    payload = read_json_sidecar(sidecar, fix="Repair or remove the sidecar.")
+    if payload is not None:
         sidecar_tr = payload.get("RepetitionTime")
         if sidecar_tr is None and isinstance(payload.get("SamplingFrequency"), (int, float)):
             sidecar_tr = 1.0 / payload["SamplingFrequency"]  # how parcellated time-series sidecars state it

@@ -14,6 +14,7 @@ discovery paired with it) under a plain name, its columns in the naming nilearn 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from scipy import sparse
 
 from ..io import atomic_file
 from .atlases import AtlasSet, parcellation_weights
-from .discovery import InputError, Run, read_repetition_time
+from .discovery import InputError, Run, read_json_sidecar, read_repetition_time
 from .temporal import band_pass, interpolate_censored, regress_confounds, resample_to_tr, zscore
 
 __all__ = ["RunResult", "load_bold", "load_func_gifti", "parcellate", "ParcellationCache", "preprocess_run",
@@ -298,20 +299,15 @@ def _load_confounds(run: Run, n_volumes: int, denoise: dict) -> tuple[pd.DataFra
     if run.confounds is None or not os.path.isfile(run.confounds):
         raise InputError(f"{run.source}: no confounds file beside it (expected {run.run_id}_desc-confounds_timeseries"
                          ".tsv or the older _desc-confounds_regressors.tsv). Copy it from the fMRIPrep output.")
-    table = pd.read_csv(run.confounds, sep="\t", na_values=["n/a"])
+    text = Path(run.confounds).read_text(encoding="utf-8")  # read once: parsed here, staged for nilearn below
+    table = pd.read_csv(io.StringIO(text), sep="\t", na_values=["n/a"])
     if len(table) != n_volumes:
         raise InputError(f"{run.confounds}: {len(table)} rows but the image has {n_volumes} volumes. "
                          "The confounds belong to another run or were cut; use the file fMRIPrep wrote for this run.")
-    text = Path(run.confounds).read_text(encoding="utf-8")
     header, newline, body = text.partition("\n")
     columns = header.rstrip("\r").split("\t")
-    sidecar = Path(run.confounds[: -len(".tsv")] + ".json")
-    description = None
-    if sidecar.is_file():
-        try:
-            description = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"{sidecar}: not valid JSON ({error}). Copy it again from the fMRIPrep output.") from None
+    description = read_json_sidecar(run.confounds[: -len(".tsv")] + ".json",
+                                    fix="Copy it again from the fMRIPrep output.")
     renamed, description = normalise_confounds_names(columns, description, source=run.confounds)
     if len(renamed) == len(table.columns):
         table.columns = renamed
