@@ -40,6 +40,7 @@ from brainscale.config import load_config
 from brainscale.probing.baselines import fisher_z_connectivity
 from brainscale.probing.checkpoints import random_encoder
 from brainscale.probing.embeddings import extract_embeddings, probe_dataset
+from brainscale.probing.reid import reidentification
 from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.training.loop import load_encoder, network_map_of, pretrain
 
@@ -58,18 +59,6 @@ def subject_features(table, layer: int = -1):
     means = np.zeros((len(subjects), features.shape[1]))
     np.add.at(means, inverse, features)
     return subjects, means / np.bincount(inverse)[:, None]
-
-
-def reidentification(features: np.ndarray, subjects: np.ndarray, runs: np.ndarray) -> float:
-    """Top-1 cross-run re-identification of rows whose subject has another run."""
-    z = (features - features.mean(0)) / (features.std(0) + 1e-8)
-    z = z - z.mean(1, keepdims=True)
-    z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-8
-    similarity = z @ z.T
-    similarity[runs[:, None] == runs[None, :]] = -np.inf  # never the own run
-    runs_of = pd.Series(runs).groupby(subjects).nunique()
-    rows = np.flatnonzero(runs_of.reindex(subjects).to_numpy() > 1)
-    return float(np.mean(subjects[similarity[rows].argmax(1)] == subjects[rows]))
 
 
 def probe_scores(features: np.ndarray, targets: pd.DataFrame, seed: int = 0) -> dict:
@@ -129,7 +118,7 @@ def evaluate(encoder, dataset, targets) -> dict:
         table = extract_embeddings(encoder, dataset, batch_size=64)
     subjects, means = subject_features(table)
     result = probe_scores(means, targets.loc[subjects])
-    result["reid"] = reidentification(table.matrix("cls_avg", -1), table.subjects, table.extra["run_id"])
+    result["reid"] = reidentification(table.matrix("cls_avg", -1), table.subjects, table.extra["run_id"])["top1"]
     return result
 
 
@@ -164,7 +153,7 @@ def main() -> None:
         fc_rows = [fisher_z_connectivity(*dataset.read_run(run)) for run in range(len(dataset.runs))]
         fc_subjects = np.asarray([dataset.subject_ids[dataset.runs[r][3]] for r in range(len(dataset.runs))])
         result = probe_scores(np.asarray(fc), targets.loc[dataset.subject_ids])
-        result["reid"] = reidentification(np.asarray(fc_rows), fc_subjects, np.arange(len(fc_rows)))
+        result["reid"] = reidentification(np.asarray(fc_rows), fc_subjects, np.arange(len(fc_rows)))["top1"]
         rows.append({"recipe": "FC", **result})
         print(rows[-1], flush=True)
     for text in args.recipe:
