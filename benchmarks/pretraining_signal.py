@@ -36,6 +36,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from brainscale.objectives import PretrainingData
 from brainscale.config import load_config
 from brainscale.probing.baselines import fisher_z_connectivity
 from brainscale.probing.checkpoints import random_encoder
@@ -91,7 +92,7 @@ def train_supervised(settings: dict, shards: Path, subjects, label: str, steps: 
     on [mean token, CLS] through a linear head), on the same subjects."""
     from brainscale.shards.reader import ShardDataset
 
-    encoder = random_encoder(settings, network_map_of(shards), settings["seed"])
+    encoder = random_encoder(settings, PretrainingData(shards, (), 0), settings["seed"])
     values = subjects_from_shards(shard_paths(shards), labels=[label])[label]
     crops = ShardDataset(shard_paths(shards), subjects, seed=settings["seed"], preload=True)
     targets = torch.tensor(values.loc[crops.subject_ids].to_numpy(), dtype=torch.long)
@@ -161,7 +162,7 @@ def main() -> None:
         name = recipe.pop("name")
         settings = deep_update(dict(config["pretrain"], device="cpu"), recipe)
         if not args.no_baselines or recipe.get("random"):
-            encoder = random_encoder(settings, network_map_of(shards), settings["seed"])
+            encoder = random_encoder(settings, PretrainingData(shards, (), 0), settings["seed"])
             rows.append({"recipe": f"{name} (random init)", **evaluate(encoder.eval(), dataset, targets)})
             print(rows[-1], flush=True)
         started = time.perf_counter()

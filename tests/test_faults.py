@@ -32,6 +32,7 @@ import pytest
 import torch
 import yaml
 
+from brainscale.objectives import PretrainingData
 from brainscale.config import validate_config
 from brainscale.preprocessing.batch import preprocess_batch
 from brainscale.preprocessing.discovery import find_runs
@@ -241,7 +242,7 @@ def embedding_inputs(shards, tmp_path_factory):
     for name, part in zip(("train", "val", "test"), (subjects[:2], subjects[2:3], subjects[3:])):
         np.save(splits / f"probe_{name}.npy", part)
     checkpoint = folder / "encoder.pt"
-    write_random_encoder({"model": "tiny", "architecture": {}}, network_map_of(shards), 5, checkpoint)
+    write_random_encoder({"model": "tiny", "architecture": {}}, PretrainingData(shards, (), 0), 5, checkpoint)
     settings = dict(CONFIG["embed"], n_crops=2, cache_dir=str(folder / "cache"))
     reference = folder / "reference.h5"
     assert not embed_checkpoint(checkpoint, shards, splits, reference, settings)
@@ -356,7 +357,7 @@ if os.environ.get("BRAINSCALE_FAULT_MARKER") and sys.argv and sys.argv[0].endswi
     os.replace = _hooked
 '''
 
-TARGET = "results/pretrain/tiny/n-2_seed-0/encoder.pt"
+TARGET = "results/pretrain/semantoks-tiny/n-2_seed-0/encoder.pt"
 
 
 def snakemake_command(workdir: Path, *args) -> list[str]:
@@ -366,8 +367,8 @@ def snakemake_command(workdir: Path, *args) -> list[str]:
 
 def test_pretraining_job_killed_under_snakemake_resumes_with_rerun_incomplete(tmp_path):
     (tmp_path / "override.yaml").write_text(yaml.safe_dump({"pretrain": {"budget": BUDGET}}))
-    folder = tmp_path / "results" / "pretrain" / "tiny" / "n-2_seed-0"
-    rule_log = tmp_path / "logs" / "pretrain" / "tiny_n-2_seed-0.log"
+    folder = tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-2_seed-0"
+    rule_log = tmp_path / "logs" / "pretrain" / "semantoks-tiny_n-2_seed-0.log"
     # Uninterrupted: the upstream stages and the pretrain job.
     result = subprocess.run(snakemake_command(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
+from brainscale.objectives import PretrainingData
 from brainscale.config import ConfigError, validate_config
 from brainscale.models.semantoks import MODEL_SIZES, SemantoksConfig, SemantoksEncoder, reference_network_map
 from brainscale.probing import embeddings
@@ -42,7 +43,7 @@ def splits(shards, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(shards, tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpoint") / "encoder.pt"
-    write_random_encoder(TINY, network_map_of(shards), seed=3, path=path)
+    write_random_encoder(TINY, PretrainingData(shards, (), 0), seed=3, path=path)
     return path
 
 
@@ -252,7 +253,7 @@ def test_embeddings_come_from_the_cache_on_a_second_run(shards, splits, tiny_che
     copy.write_bytes(tiny_checkpoint.read_bytes())
     assert embed_checkpoint(copy, shards, splits, tmp_path / "c.h5", settings) is True
     other = tmp_path / "other.pt"
-    write_random_encoder(TINY, network_map_of(shards), seed=4, path=other)
+    write_random_encoder(TINY, PretrainingData(shards, (), 0), seed=4, path=other)
     with pytest.raises(AssertionError, match="recomputed"):
         embed_checkpoint(other, shards, splits, tmp_path / "d.h5", settings)
 
@@ -315,10 +316,13 @@ def test_power_law_fit_recovers_the_exponent():
 def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
     rng = np.random.default_rng(0)
     sources, files = [], []
-    entries = [f"pretrain/tiny/n-{n}_seed-{s}" for n in (8, 16, 32) for s in (0, 1)]
-    entries += ["random/tiny_seed-0", "baseline/connectivity", "baseline/oracle", "external/released"]
+    entries = [f"pretrain/semantoks-tiny/n-{n}_seed-{s}" for n in (8, 16, 32) for s in (0, 1)]
+    entries += ["random/semantoks-tiny_seed-0", "baseline/connectivity", "baseline/oracle", "external/released"]
+    # a second objective, worse than its random init at every size, trained at 8 and 32 only
+    entries += [f"pretrain/jepa-tiny/n-{n}_seed-0" for n in (8, 32)] + ["random/jepa-tiny_seed-0"]
     for source in entries:
         n = int(source.split("n-")[1].split("_")[0]) if "n-" in source else 4
+        n = 64 if source == "random/jepa-tiny_seed-0" else n
         rows = []
         for task, kind in (("sex_bi", "classification"), ("age", "regression")):
             for seed in range(3):
@@ -337,13 +341,13 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
                                   "n_layers": 2, "split_seed": 0, "r2": 0.01 * n}]).to_csv(path, sep="\t", index=False)
         sources.append(source)
         files.append(path)
-    names = ("scaling_png", "scaling_pdf", "layerwise_png", "layerwise_pdf", "metrics", "scaling", "power_law",
-             "layerwise")
+    names = ("scaling_png", "scaling_pdf", "layerwise_png", "layerwise_pdf", "objectives_png", "objectives_pdf",
+             "metrics", "scaling", "power_law", "layerwise", "objectives")
     suffix = {"png": ".png", "pdf": ".pdf"}
     outputs = {name: tmp_path / "out" / (name + suffix.get(name.rsplit("_", 1)[-1], ".tsv")) for name in names}
     # Training budget from the exports: new ones carry samples_seen and passes, an old one only trained_steps.
     encoder = SemantoksEncoder(SemantoksConfig(**MODEL_SIZES["tiny"], network_map=[0, 1] * 4))
-    encoder_sources = [source for source in entries if source.startswith("pretrain")]
+    encoder_sources = [source for source in entries if source.startswith("pretrain/semantoks")]
     encoder_files = []
     for source in encoder_sources:
         n, seed = (int(part) for part in source.split("n-")[1].split("_seed-"))
@@ -352,10 +356,18 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
             {"trained_steps": 100 + seed, "samples_seen": 1600.0 + 32 * seed, "passes": (1600.0 + 32 * seed) / n}
         save_encoder(encoder, path, **metadata)
         encoder_files.append(path)
-    write_scaling_outputs(files, sources, outputs, encoder_files=encoder_files, encoder_sources=encoder_sources)
+    write_scaling_outputs(files, sources, outputs, encoder_files=encoder_files, encoder_sources=encoder_sources,
+                          reference_model="semantoks-tiny")
     for path in outputs.values():
         assert path.stat().st_size > (100 if path.suffix == ".tsv" else 5000), path
-    table = pd.read_csv(outputs["scaling"], sep="\t")
+    table = pd.read_csv(outputs["scaling"], sep="\t", keep_default_na=False, na_values=[""])
+    table["model"] = table["model"].fillna("")
+    jepa = table[(table["model"] == "jepa-tiny") & (table["family"] == "pretrained") & (table["task"] == "sex_bi")]
+    assert list(jepa["size"]) == [8, 32] and (jepa["gain_mean"] < 0).all() and set(jepa["objective"]) == {"jepa"}
+    ranking = pd.read_csv(outputs["objectives"], sep="\t")
+    top = ranking[ranking["task"] == "sex_bi"].set_index("rank")
+    assert list(top["model"]) == ["semantoks-tiny", "jepa-tiny"] and set(top["size"]) == {32}
+    table = table[table["model"].isin(["semantoks-tiny", ""])]
     pretrained = table[(table["family"] == "pretrained") & (table["task"] == "sex_bi")].sort_values("size")
     assert list(pretrained["size"]) == [8, 16, 32] and (pretrained["n"] == 6).all()
     assert pretrained["gain_mean"].is_monotonic_increasing and (pretrained["gain_mean"] > 0).all()
@@ -377,6 +389,6 @@ def test_random_init_baseline_starts_where_pretraining_starts(shards, tmp_path):
 
     torch.manual_seed(21)
     start = SelfDistillation(model_config(TINY, network_map_of(shards))).teacher.state_dict()
-    write_random_encoder(TINY, network_map_of(shards), seed=21, path=tmp_path / "random.pt")
+    write_random_encoder(TINY, PretrainingData(shards, (), 0), seed=21, path=tmp_path / "random.pt")
     random = load_encoder(tmp_path / "random.pt").state_dict()
     assert all(torch.equal(random[name], start[name]) for name in start)

@@ -52,13 +52,13 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     from brainscale.training.loop import load_encoder
 
     for size in (2, 3):
-        folder = tmp_path / "results" / "pretrain" / "tiny" / f"n-{size}_seed-0"
+        folder = tmp_path / "results" / "pretrain" / "semantoks-tiny" / f"n-{size}_seed-0"
         assert load_encoder(folder / "encoder.pt").config.width == 64
         log = pd.read_csv(folder / "log.csv")  # the same budget (3 steps) at every size
         assert list(log["step"]) == [0, 1, 2] and log["samples_seen"].iloc[-1] == 6
     # Probes, baselines, tables and figures.
-    for source in ("pretrain/tiny/n-2_seed-0", "pretrain/tiny/n-3_seed-0", "random/tiny_seed-21",
-                   "baseline/connectivity", "baseline/oracle"):
+    for source in ("pretrain/semantoks-tiny/n-2_seed-0", "pretrain/semantoks-tiny/n-3_seed-0",
+                   "random/semantoks-tiny_seed-21", "baseline/connectivity", "baseline/oracle"):
         metrics = pd.read_csv(tmp_path / "results" / "probes" / source / "metrics.tsv", sep="\t")
         # the configured task, cross-run re-identification (pool-wide, split seed -1), and for the demo the
         # simulator's latent traits (not for the oracle, whose features they are)
@@ -66,7 +66,7 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
                                                               ("sex", "age", "cognition", "nuisance")}
         assert set(metrics["task"]) == {"age", "subject_reid"} | latent, source
         assert set(metrics["split_seed"]) == {0, 1, -1}, source
-    for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf"):
+    for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf", "objectives.png", "objectives.pdf"):
         assert (tmp_path / "results" / "figures" / name).stat().st_size > 5000
     scaling = pd.read_csv(tmp_path / "results" / "tables" / "scaling.tsv", sep="\t")
     assert set(scaling["family"]) == {"pretrained", "random", "connectivity", "oracle"}
@@ -74,7 +74,7 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     assert scaling.loc[scaling["family"] == "pretrained", "steps"].notna().all()
     assert "fingerprint identification across runs" in (tmp_path / "logs" / "probe" / "baseline" /
                                                         "connectivity.log").read_text()
-    assert "cache miss" in (tmp_path / "logs" / "embed" / "pretrain" / "tiny" / "n-2_seed-0.log").read_text()
+    assert "cache miss" in (tmp_path / "logs" / "embed" / "pretrain" / "semantoks-tiny" / "n-2_seed-0.log").read_text()
     # Nothing left to do on a second invocation.
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0
@@ -82,16 +82,16 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     # A new checkpoint in place of a trained one, and one dropped in from elsewhere: probe_all embeds
     # and probes those two and redraws the figure; nothing is retrained or preprocessed again.
     from brainscale.probing.checkpoints import write_random_encoder
-    from brainscale.training.loop import network_map_of
+    from brainscale.objectives import PretrainingData
 
-    network_map = network_map_of(tmp_path / "results" / "shards")
+    data = PretrainingData(tmp_path / "results" / "shards", (), 0)
     tiny = {"model": "tiny", "architecture": {}}
-    write_random_encoder(tiny, network_map, 5, tmp_path / "results" / "pretrain" / "tiny" / "n-2_seed-0" / "encoder.pt")
-    write_random_encoder(tiny, network_map, 6, tmp_path / "results" / "pretrain" / "tiny" / "n-7_seed-4" / "encoder.pt")
+    write_random_encoder(tiny, data, 5, tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-2_seed-0" / "encoder.pt")
+    write_random_encoder(tiny, data, 6, tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-7_seed-4" / "encoder.pt")
     jobs = dry_run_jobs(tmp_path, "probe_all")
     assert sorted(jobs) == ["embed", "embed", "probe", "probe", "probe_all", "scaling_figure"], jobs
     # An external checkpoint listed in a config file joins them.
-    write_random_encoder(tiny, network_map, 7, tmp_path / "elsewhere.pt")
+    write_random_encoder(tiny, data, 7, tmp_path / "elsewhere.pt")
     extra = tmp_path / "checkpoints.yaml"
     extra.write_text(f"probe:\n  checkpoints:\n    mine: {{path: {tmp_path / 'elsewhere.pt'}}}\n")
     jobs = dry_run_jobs(tmp_path, "probe_all", extra)

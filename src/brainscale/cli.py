@@ -39,11 +39,11 @@ def _verify(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .objectives import run_settings
     from .training.loop import pretrain
 
-    settings = (load_config(args.config) if args.config else validate_config({}))["pretrain"]
-    if args.model:
-        settings["model"] = args.model
+    section = (load_config(args.config) if args.config else validate_config({}))["pretrain"]
+    settings = run_settings(section, args.objective or section["objectives"][0])
     subjects = np.load(args.subjects).astype(str)
     pretrain(settings, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
     return 0
@@ -68,13 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("folder", help="the shards folder (results/shards)")
     verify.set_defaults(handler=_verify)
     pretrain = commands.add_parser(
-        "pretrain", help="pretrain Brain-Semantoks on one subset (under torchrun: data parallel)",
+        "pretrain", help="pretrain one objective on one subset (under torchrun: data parallel)",
         description="Pretrain on one subset of subjects; run it under torchrun for several processes/GPUs.")
     pretrain.add_argument("--config", help="workflow YAML config; its 'pretrain' section is used")
     pretrain.add_argument("--shards", required=True, help="the shards folder (results/shards)")
     pretrain.add_argument("--subjects", required=True, help=".npy list of subject ids (a split file)")
     pretrain.add_argument("--output", required=True, help="output folder (checkpoint, log, encoder.pt)")
-    pretrain.add_argument("--model", choices=["base", "small", "tiny"], help="override pretrain.model")
+    # not --run: torchrun, which passes these arguments on, would take it for its --run-path
+    pretrain.add_argument("--objective", help="the run, objective-size, e.g. jepa-tiny (default: the first of "
+                                              "pretrain.objectives)")
     pretrain.set_defaults(handler=_pretrain)
     return parser
 

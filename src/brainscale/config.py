@@ -115,6 +115,7 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
     _check_preprocess(config)
     _check_labels(config)
     _check_probe(config)
+    _check_objectives(config)
     if workflow:
         _check_pretraining_sizes(config)
     resolve_inputs(config)
@@ -133,6 +134,32 @@ def _check_labels(config: dict) -> None:
         raise ConfigError(
             f"config key 'splits.stratify': '{stratify}' is not a shard label ({', '.join(config['shards']['labels'])})."
             " Name one of shards.labels, or set it to null.")
+
+
+def _check_objectives(config: dict) -> None:
+    """Every run name of ``pretrain.objectives`` names an objective and one of its sizes, with settings it accepts."""
+    from .objectives import get_objective, run_settings
+    from .training.errors import TrainingError
+
+    pretrain = config["pretrain"]
+    if "model" in pretrain:
+        raise ConfigError(
+            f"config key 'pretrain.model': replaced by pretrain.objectives, a list of objective-size run names. "
+            f"Write objectives: [semantoks-{pretrain['model']}] instead.")
+    for key in pretrain["options"]:
+        try:
+            get_objective(key)
+        except TrainingError as error:
+            raise ConfigError(f"config key 'pretrain.options.{key}': {error}") from None
+    runs = pretrain["objectives"]
+    if len(set(runs)) < len(runs):
+        raise ConfigError(f"config key 'pretrain.objectives': {runs} lists a run twice. List each once.")
+    for index, run in enumerate(runs):
+        try:
+            settings = run_settings(pretrain, run)
+            get_objective(settings["objective"]).check(settings)
+        except TrainingError as error:
+            raise ConfigError(f"config key 'pretrain.objectives.{index}' ({run}): {error}") from None
 
 
 def _check_pretraining_sizes(config: dict) -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from brainscale.config import ConfigError, check_config, resolve_inputs
+from brainscale.objectives import run_settings
 from brainscale.preprocessing.discovery import InputError, find_runs, runs_fingerprint
 
 validate(config, "../schemas/config.schema.yaml")
@@ -101,23 +102,41 @@ def get_final_outputs():
     return targets
 
 
+RUNS = config["pretrain"]["objectives"]  # run names objective-size, e.g. semantoks-tiny
+
+
+def get_run_settings(wildcards):
+    """The pretrain settings of one run (wildcard model: objective-size)."""
+    return run_settings(config["pretrain"], wildcards.model)
+
+
+def largest_subset():
+    """The largest pretraining subset of the first split seed: the data of a random-init baseline whose
+    objective reads its data (Brain-JEPA's gradient positions)."""
+    size, seed = max(config["splits"]["pretrain_sizes"]), config["splits"]["pretrain_seeds"][0]
+    return f"results/splits/pretrain_n-{size}_seed-{seed}.npy"
+
+
 def get_pretrained_encoders():
-    """One encoder per pretraining-set size and seed, for the configured model."""
-    return expand("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt", model=config["pretrain"]["model"],
+    """One encoder per run, pretraining-set size and seed."""
+    return expand("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt", model=RUNS,
                   size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
 
 
 # --- Probing: every encoder or baseline is a "source", a path under results/embeddings and results/probes.
-#   pretrain/{model}/n-{size}_seed-{seed}   a checkpoint of rule pretrain (or dropped in its place)
+#   pretrain/{model}/n-{size}_seed-{seed}   a checkpoint of rule pretrain (or dropped in its place); model is
+#                                           the run name objective-size (semantoks-tiny, jepa-tiny, ...)
 #   random/{model}_seed-{seed}              the same architecture with random weights
 #   external/{name}                         probe.checkpoints.{name} of the config
 #   baseline/connectivity, baseline/oracle  features that no encoder computes
-FIGURE_OUTPUTS = [f"results/figures/{name}.{ext}" for name in ("scaling", "layerwise") for ext in ("png", "pdf")]
-TABLE_OUTPUTS = [f"results/tables/{name}.tsv" for name in ("probe_metrics", "scaling", "power_law", "layerwise")]
+FIGURE_OUTPUTS = [f"results/figures/{name}.{ext}" for name in ("scaling", "layerwise", "objectives")
+                  for ext in ("png", "pdf")]
+TABLE_OUTPUTS = [f"results/tables/{name}.tsv" for name in ("probe_metrics", "scaling", "power_law", "layerwise",
+                                                             "objectives")]
 
 
 def pretrained_sources():
-    return expand("pretrain/{model}/n-{size}_seed-{seed}", model=config["pretrain"]["model"],
+    return expand("pretrain/{model}/n-{size}_seed-{seed}", model=RUNS,
                   size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
 
 
@@ -129,7 +148,7 @@ def found_pretrained_sources():
 
 def baseline_sources():
     seeds = config["probe"]["random_init_seeds"] or [config["pretrain"]["seed"]]
-    sources = expand("random/{model}_seed-{seed}", model=config["pretrain"]["model"], seed=seeds)
+    sources = expand("random/{model}_seed-{seed}", model=RUNS, seed=seeds)
     if config["probe"]["connectivity"]:
         sources.append("baseline/connectivity")
     if config["probe"]["oracle"] and is_simulated():

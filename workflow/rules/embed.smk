@@ -8,10 +8,12 @@ wildcard_constraints:
 rule random_init:
     input:
         shards="results/shards",
+        splits="results/splits",
     output:
         "results/baselines/random/{model}_seed-{seed}/encoder.pt",
     params:
-        settings=lambda wildcards: {**config["pretrain"], "model": wildcards.model},
+        settings=get_run_settings,
+        subjects=largest_subset(),
     conda:
         "../../envs/brainscale.yaml"
     log:

@@ -1,8 +1,8 @@
-# Brain-Semantoks pretraining: one job per model size, pretraining-set size and seed.
+# Pretraining: one job per run (objective-size, e.g. semantoks-tiny), pretraining-set size and seed.
 
 
 wildcard_constraints:
-    model="base|small|tiny",
+    model=r"[a-z0-9]+-[a-z0-9]+",
     size=r"\d+",
     seed=r"\d+",
 
@@ -18,7 +18,7 @@ rule pretrain:
                       caption="../report/pretrain_loss.rst", category="Pretraining",
                       labels={"model": "{model}", "subjects": "{size}", "seed": "{seed}"}),
     params:
-        settings=lambda wildcards: {**config["pretrain"], "model": wildcards.model},
+        settings=get_run_settings,
         subjects=lambda wildcards: f"results/splits/pretrain_n-{wildcards.size}_seed-{wildcards.seed}.npy",
         processes=1 if config["pretrain"]["device"] == "cpu" else config["pretrain"]["gpus_per_job"],
     threads: config["pretrain"]["threads"]
@@ -31,6 +31,7 @@ rule pretrain:
         runtime=lambda wildcards, attempt: 120 * attempt,
     wildcard_constraints:
         # only the configured runs: a checkpoint found elsewhere under results/pretrain is an input, never retrained
+        model="|".join(RUNS),
         size="|".join(str(size) for size in config["splits"]["pretrain_sizes"]),
         seed="|".join(str(seed) for seed in config["splits"]["pretrain_seeds"]),
     log:

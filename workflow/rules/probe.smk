@@ -40,14 +40,20 @@ rule scaling_figure:
         layerwise_png=report("results/figures/layerwise.png", caption="../report/layerwise.rst",
                              category="Scaling", labels={"figure": "layer-wise probes"}),
         layerwise_pdf="results/figures/layerwise.pdf",
+        objectives_png=report("results/figures/objectives.png", caption="../report/objectives.rst",
+                              category="Scaling", labels={"figure": "objectives compared"}),
+        objectives_pdf="results/figures/objectives.pdf",
         metrics="results/tables/probe_metrics.tsv",
         scaling=report("results/tables/scaling.tsv", caption="../report/scaling_table.rst", category="Scaling",
                        labels={"figure": "scaling table"}),
         power_law="results/tables/power_law.tsv",
         layerwise="results/tables/layerwise.tsv",
+        objectives=report("results/tables/objectives.tsv", caption="../report/objectives_table.rst",
+                          category="Scaling", labels={"figure": "objectives ranked"}),
     params:
         sources=figure_sources(),
         encoder_sources=pretrained_sources(),
+        reference_model=RUNS[0],
     conda:
         "../../envs/brainscale.yaml"
     log:

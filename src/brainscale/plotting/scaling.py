@@ -1,5 +1,5 @@
-"""Scaling curves (probe score and gain over random init against pretraining-set size) and
-layer-wise probe scores."""
+"""Scaling curves (probe score and gain over random init against pretraining-set size),
+layer-wise probe scores, and the objectives compared by their gains."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..io import atomic_file
 
-__all__ = ["plot_scaling", "plot_layerwise"]
+__all__ = ["plot_scaling", "plot_layerwise", "plot_objectives"]
 
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "r2": "R$^2$", "auroc": "AUROC",
                 "pearson_r": "Pearson r", "mae": "MAE", "top1": "top-1 re-identification"}
@@ -136,4 +136,41 @@ def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         axis.legend(fontsize=7)
     figure.suptitle("Layer-wise linear probes (cls_avg; star: best layer)", fontsize=10)
     figure.tight_layout()
+    _save_all(figure, [str(o) for o in outputs])
+
+
+def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """Columns: tasks (``subject_reid`` among them, latent tasks in a second block); each panel the
+    gain of every model over its own random init against pretraining size, with 95% CIs.
+
+    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`; ``outputs``: files to write.
+    """
+    pretrained = table[table["family"] == "pretrained"]
+    groups = _task_groups(sorted(table["task"].unique()))
+    width = max(len(tasks) for _, tasks in groups)
+    figure = plt.figure(figsize=(3.6 * width, 3.6 * len(groups)), layout="constrained")
+    subfigures = np.atleast_1d(figure.subfigures(len(groups), 1))
+    models = sorted(pretrained["model"].unique())
+    for subfigure, (title, tasks) in zip(subfigures, groups):
+        axes = subfigure.subplots(1, len(tasks), squeeze=False)[0]
+        for axis, task in zip(axes, tasks):
+            rows = pretrained[pretrained["task"] == task]
+            for index, model in enumerate(models):
+                part = rows[rows["model"] == model].sort_values("size")
+                if len(part):
+                    _band(axis, part["size"].to_numpy(dtype=float), part, "gain_", f"C{index}", model)
+            sizes = sorted(rows["size"].unique())
+            axis.axhline(0, color="0.45", linestyle="--", linewidth=0.8)
+            axis.set_xscale("log")
+            if sizes:
+                axis.set_xticks(sizes, [f"{int(size)}" for size in sizes])
+                axis.minorticks_off()
+            axis.set_title(TASK_TITLES.get(task, task))
+            axis.set_xlabel("pretraining subjects")
+            axis.set_ylabel("gain over own random init (pp)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7, loc="best")
+        subfigure.suptitle(title, fontsize=10, fontweight="bold")
+    figure.suptitle("Objectives compared: gain of the frozen features over each model's random init "
+                    "(mean and 95% CI over seeds and splits)", fontsize=10)
     _save_all(figure, [str(o) for o in outputs])

@@ -17,10 +17,15 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
     log = pd.read_csv(log_csv)
     figure, (axis, monitor) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 2))
     x = log["samples_seen"]
-    for column, style in (("loss", "-"), ("cls", "--"), ("network", ":")):
-        axis.plot(x, log[column], style, label=column, linewidth=1.2)
-    masked = log.dropna(subset=["mask"])  # the masked-token term applies to some steps only
-    axis.plot(masked["samples_seen"], masked["mask"], ".", markersize=3, label="mask")
+    columns = list(log.columns)
+    terms = columns[columns.index("loss") + 1:columns.index("lr")]  # the objective's loss terms
+    axis.plot(x, log["loss"], "-", label="loss", linewidth=1.2)
+    for term, style in zip(terms, ("--", ":", "-.", "--", ":")):
+        if log[term].isna().any():  # a term that applies to some steps only (Brain-Semantoks' mask term)
+            applied = log.dropna(subset=[term])
+            axis.plot(applied["samples_seen"], applied[term], ".", markersize=3, label=term)
+        else:
+            axis.plot(x, log[term], style, label=term, linewidth=1.2)
     axis.set_ylabel("loss")
     axis.legend(loc="upper right", fontsize=8)
     rate = axis.twinx()
@@ -38,6 +43,6 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
     rank.set_ylim(bottom=0)
     monitor.set_xlabel(f"samples seen ({log['passes'].iloc[-1]:.1f} passes over the subset)" if len(log)
                        else "samples seen")
-    monitor.set_title("teacher CLS collapse monitors (batch)", fontsize=9)
+    monitor.set_title("collapse monitors of the exported encoder's CLS (batch)", fontsize=9)
     figure.tight_layout()
     save_figure(figure, output, dpi=110)

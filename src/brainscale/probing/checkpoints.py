@@ -12,6 +12,7 @@ import torch
 
 from ..models.reference import ReferenceImportError, import_reference_state_dict, load_reference_checkpoint
 from ..models.semantoks import SemantoksEncoder
+from ..objectives import PretrainingData, get_objective
 from ..training.loop import TrainingError, load_encoder, model_config, save_encoder
 
 __all__ = ["CheckpointError", "load_checkpoint", "random_encoder", "write_random_encoder"]
@@ -68,13 +69,16 @@ def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "
     return encoder.eval()
 
 
-def random_encoder(settings: dict, network_map: list[int], seed: int) -> SemantoksEncoder:
-    """The architecture of ``settings`` (pretrain section) with the initial weights of ``seed``."""
-    torch.manual_seed(seed)
-    return SemantoksEncoder(model_config(settings, network_map)).eval()
+def random_encoder(settings: dict, data: PretrainingData, seed: int):
+    """The exported encoder of ``settings`` (one run's pretrain settings, objective ``semantoks`` unless
+    named) with the initial weights of ``seed``; ``data`` is what the objective may read (the
+    largest pretraining subset, for an objective whose encoder depends on its data)."""
+    settings = {"objective": "semantoks", **settings}
+    return get_objective(settings["objective"])(settings, data).random_encoder(seed)
 
 
-def write_random_encoder(settings: dict, network_map: list[int], seed: int, path: str | Path) -> None:
+def write_random_encoder(settings: dict, data: PretrainingData, seed: int, path: str | Path) -> None:
     """Export a randomly initialised encoder (the random-init baseline) like a trained one."""
-    save_encoder(random_encoder(settings, network_map, seed), path, trained_steps=0, pretraining_subjects=0,
-                 initialisation_seed=seed)
+    settings = {"objective": "semantoks", **settings}
+    save_encoder(random_encoder(settings, data, seed), path, objective=settings["objective"], trained_steps=0,
+                 pretraining_subjects=0, initialisation_seed=seed)

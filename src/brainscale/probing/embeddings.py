@@ -3,7 +3,7 @@
 Protocol (the reference's evaluation): every run gives ``n_crops`` crops at evenly spaced
 starts, ``linspace(0, T - crop_length, n_crops)`` rounded; each crop is one row. Per
 transformer layer (through the final LayerNorm) a row holds the CLS token and the mean of the
-patch tokens; the probing feature ``cls_avg`` is their concatenation, mean first. The last
+patch tokens (for an encoder without CLS, such as Brain-JEPA's, the token mean twice); the probing feature ``cls_avg`` is their concatenation, mean first. The last
 layer's features are the encoder's output features.
 
 Speed on CPU comes from reading each run once and cutting its crops in memory, and from
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_file
+from ..objectives.base import token_features
 from ..shards.reader import ShardDataset, pad_crop
 
 __all__ = ["FEATURE_FORMAT", "FeatureTable", "write_features", "read_features", "extract_embeddings",
@@ -93,8 +94,9 @@ def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, 
 
     Parameters
     ----------
-    encoder : SemantoksEncoder
-        In eval mode; its crop length is the dataset's.
+    encoder : torch.nn.Module
+        An encoder of any objective (see :mod:`brainscale.objectives.base`), in eval mode; its
+        crop length is the dataset's. An encoder without CLS gives its token mean as ``cls``.
     dataset : ShardDataset
         Built with ``crops="eval"``; its ``n_eval_crops`` crops per run are encoded.
     batch_size : int, default=64
@@ -136,8 +138,9 @@ def extract_embeddings(encoder, dataset: ShardDataset, *, batch_size: int = 64, 
         x = torch.from_numpy(np.stack(crops)).to(device)
         absent = torch.from_numpy(np.stack(missing)).to(device)
         for layer, tokens in enumerate(encoder.layer_outputs(x, missing_channels=absent)):
-            cls[begin:begin + len(chunk), layer] = tokens[:, 0].float().cpu().numpy()
-            mean[begin:begin + len(chunk), layer] = tokens[:, 1:].mean(dim=1).float().cpu().numpy()
+            summary, average = token_features(encoder, tokens)
+            cls[begin:begin + len(chunk), layer] = summary.float().cpu().numpy()
+            mean[begin:begin + len(chunk), layer] = average.float().cpu().numpy()
         if log is not None:
             log(f"encoded {min(begin + batch_size, len(unique))}/{len(unique)} distinct crops")
     index = np.asarray(unique_of_row)

@@ -3,9 +3,11 @@
 The score of a task is its selection metric (balanced accuracy for classes, R2 for continuous
 targets) on the test subjects, with the ``cls_avg`` feature of the last layer for encoders
 (the reference's protocol). The spread is over pretraining seeds and probe split seeds; the
-band is a 95% t-interval of the mean. The gain over random init pairs each pretrained score
-with the random-weights model's score on the same split seed (mean over random seeds), in
-percentage points. A power law ``gain = a * n^b`` is fitted in log-log space when the mean
+band is a 95% t-interval of the mean. Encoders are told apart by ``model``, the run name
+``objective-size`` (``semantoks-tiny``, ``jepa-tiny``). The gain over random init pairs each
+pretrained score with the score of the same model's random weights on the same split seed
+(mean over random seeds), in percentage points; baselines and external checkpoints are
+compared with the random init of the reference model (the first configured run). A power law ``gain = a * n^b`` is fitted in log-log space when the mean
 gains of at least three sizes are positive; it is reported as fitting when b > 0 and the
 log-space R2 is at least 0.5.
 
@@ -26,7 +28,7 @@ from scipy import stats
 from .probes import SELECTION_METRIC
 
 __all__ = ["collect_metrics", "final_scores", "scaling_table", "fit_power_law", "power_law_table", "layer_table",
-           "describe_source", "training_budget", "write_scaling_outputs", "TRAINING_COLUMNS"]
+           "objectives_table", "describe_source", "training_budget", "write_scaling_outputs", "TRAINING_COLUMNS"]
 
 ENCODER_FEATURE = "cls_avg"
 TRAINING_COLUMNS = {"steps": "trained_steps", "samples_seen": "samples_seen", "passes": "passes"}
@@ -70,27 +72,38 @@ def _summary(values) -> dict:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": len(values)}
 
 
-def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per task and family (size for pretrained models): mean score with its 95% CI, and the gain.
+def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None, *,
+                  reference_model: str | None = None) -> pd.DataFrame:
+    """Per task and family (model and size for pretrained models): mean score with its 95% CI, and the gain.
 
     ``metrics`` holds the columns of :func:`collect_metrics` with ``family`` (pretrained, random,
-    connectivity, oracle, external), ``size`` and ``seed`` for pretrained models, ``name`` for
-    external checkpoints. ``training`` (optional, :func:`training_budget`) has one row per
-    pretrained source with ``size`` and the :data:`TRAINING_COLUMNS`; their means over seeds
-    become columns of the pretrained rows (NaN elsewhere).
+    connectivity, oracle, external), ``model``, ``objective``, ``size`` and ``seed`` for encoders,
+    ``name`` for external checkpoints. ``training`` (optional, :func:`training_budget`) has one row
+    per pretrained source with ``model``, ``size`` and the :data:`TRAINING_COLUMNS`; their means
+    over seeds become columns of the pretrained rows (NaN elsewhere). ``reference_model``: whose
+    random init the baselines' gains are measured against (default: the first model in sort order).
     """
     scores = final_scores(metrics)
-    random = scores[scores["family"] == "random"].groupby(["task", "split_seed"])["score"].mean()
+    scores = scores.assign(model=scores["model"].fillna("").astype(str))
+    random_rows = scores[scores["family"] == "random"]
+    random = random_rows.groupby(["model", "task", "split_seed"])["score"].mean()
+    models = sorted(random_rows["model"].unique())
+    reference_model = reference_model if reference_model in models else (models[0] if models else None)
     rows = []
     for (task, family), group in scores.groupby(["task", "family"], sort=True):
-        keys = ["size"] if family == "pretrained" else ["name"] if family == "external" else []
+        keys = ["model", "size"] if family == "pretrained" else ["model"] if family == "random" else \
+            ["name"] if family == "external" else []
         for key, part in (group.groupby(keys) if keys else [(None, group)]):
+            model = key[0] if family in ("pretrained", "random") else ""
             row = {"task": task, "kind": part["kind"].iloc[0], "metric": part["metric"].iloc[0], "family": family,
-                   "size": key[0] if family == "pretrained" else np.nan,
-                   "name": key[0] if family == "external" else family}
+                   "model": model, "objective": part["objective"].iloc[0] if model else "",
+                   "size": key[1] if family == "pretrained" else np.nan,
+                   "name": key[0] if family == "external" else "random init" if family == "random" else family}
             row.update(_summary(part["score"]))
-            if family != "random" and len(random):
-                reference = random.reindex(list(zip(part["task"], part["split_seed"]))).to_numpy()
+            against = model if family == "pretrained" else reference_model
+            if family != "random" and against is not None and against in models:
+                reference = random.reindex([(against, t, s) for t, s in zip(part["task"], part["split_seed"])]
+                                           ).to_numpy()
                 gain = _summary(100 * (part["score"].to_numpy() - reference))
                 row.update({f"gain_{k}": v for k, v in gain.items() if k != "n"})
             rows.append(row)
@@ -101,11 +114,12 @@ def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None) -
     for column in TRAINING_COLUMNS:
         table[column] = np.nan
     if training is not None and len(training):
-        budget = training.groupby("size")[list(TRAINING_COLUMNS)].mean()
+        budget = training.groupby(["model", "size"])[list(TRAINING_COLUMNS)].mean()
         pretrained = table["family"] == "pretrained"
+        keys = list(zip(table.loc[pretrained, "model"], table.loc[pretrained, "size"]))
         for column in TRAINING_COLUMNS:
-            table.loc[pretrained, column] = table.loc[pretrained, "size"].map(budget[column]).to_numpy()
-    return table.sort_values(["task", "family", "size", "name"], ignore_index=True)
+            table.loc[pretrained, column] = budget[column].reindex(keys).to_numpy()
+    return table.sort_values(["task", "family", "model", "size", "name"], ignore_index=True)
 
 
 def fit_power_law(sizes, gains) -> dict:
@@ -128,26 +142,49 @@ def fit_power_law(sizes, gains) -> dict:
 
 
 def power_law_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One power-law fit of the mean gain against size per task (see :func:`fit_power_law`)."""
+    """One power-law fit of the mean gain against size per task and model (see :func:`fit_power_law`)."""
     rows = []
-    for task, part in table[table["family"] == "pretrained"].groupby("task"):
-        rows.append({"task": task, "metric": part["metric"].iloc[0],
+    for (task, model), part in table[table["family"] == "pretrained"].groupby(["task", "model"]):
+        rows.append({"task": task, "model": model, "metric": part["metric"].iloc[0],
                      **fit_power_law(part["size"], part["gain_mean"])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["task", "model", "metric", "a", "exponent", "r2_log", "n_points", "fits",
+                                       "reason"])
+
+
+def objectives_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The objectives ranked per task at the largest pretraining size every model was trained at.
+
+    Rank 1 has the largest mean gain over its own random init (ties keep the score order);
+    ``score_rank`` ranks the raw scores the same way.
+    """
+    pretrained = table[table["family"] == "pretrained"]
+    columns = ["task", "metric", "rank", "model", "objective", "size", "mean", "ci_low", "ci_high", "gain_mean",
+               "gain_ci_low", "gain_ci_high", "score_rank", "n"]
+    if not len(pretrained):
+        return pd.DataFrame(columns=columns)
+    common = set.intersection(*(set(part["size"]) for _, part in pretrained.groupby("model")))
+    size = max(common) if common else pretrained["size"].max()
+    rows = []
+    for task, part in pretrained[pretrained["size"] == size].groupby("task"):
+        part = part.sort_values(["gain_mean", "mean"], ascending=False, na_position="last")
+        part = part.assign(rank=np.arange(1, len(part) + 1),
+                           score_rank=part["mean"].rank(ascending=False, method="min").to_numpy())
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)[columns]
 
 
 def layer_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per task, layer and encoder (pretrained size or random init): mean score of ``cls_avg`` with CI."""
+    """Per task, layer and encoder (model and pretrained size, or random init): mean score of ``cls_avg`` with CI."""
     encoders = _with_scores(metrics[metrics["family"].isin(["pretrained", "random"]) &
                                     (metrics["feature"] == ENCODER_FEATURE)])
     rows = []
-    for (task, family, size, layer), part in encoders.groupby(["task", "family", encoders["size"].fillna(-1),
-                                                               "layer"]):
-        rows.append({"task": task, "metric": part["metric"].iloc[0], "family": family,
+    for (task, family, model, size, layer), part in encoders.groupby(
+            ["task", "family", "model", encoders["size"].fillna(-1), "layer"]):
+        rows.append({"task": task, "metric": part["metric"].iloc[0], "family": family, "model": model,
                      "size": size if size >= 0 else np.nan, "layer": layer, **_summary(part["score"])})
     table = pd.DataFrame(rows)
     scored = table.dropna(subset=["mean"])
-    best = scored.groupby(["task", "family", scored["size"].fillna(-1)])["mean"].idxmax()
+    best = scored.groupby(["task", "family", "model", scored["size"].fillna(-1)])["mean"].idxmax()
     table["best_layer"] = table.index.isin(best.to_numpy())
     return table
 
@@ -158,15 +195,22 @@ def describe_source(source: str) -> dict:
     if kind == "pretrain":
         model, run = rest.split("/")
         size, seed = run.removeprefix("n-").split("_seed-")
-        return {"source": source, "family": "pretrained", "model": model, "size": int(size), "seed": int(seed),
-                "name": f"{model} n={size}"}
+        return {"source": source, "family": "pretrained", "model": model, "objective": _objective_of(model),
+                "size": int(size), "seed": int(seed), "name": f"{model} n={size}"}
     if kind == "random":
         model, seed = rest.rsplit("_seed-", 1)
-        return {"source": source, "family": "random", "model": model, "size": np.nan, "seed": int(seed),
-                "name": "random init"}
+        return {"source": source, "family": "random", "model": model, "objective": _objective_of(model),
+                "size": np.nan, "seed": int(seed), "name": "random init"}
     if kind == "external":
-        return {"source": source, "family": "external", "model": "", "size": np.nan, "seed": np.nan, "name": rest}
-    return {"source": source, "family": rest, "model": "", "size": np.nan, "seed": np.nan, "name": rest}
+        return {"source": source, "family": "external", "model": "", "objective": "", "size": np.nan,
+                "seed": np.nan, "name": rest}
+    return {"source": source, "family": rest, "model": "", "objective": "", "size": np.nan, "seed": np.nan,
+            "name": rest}
+
+
+def _objective_of(model: str) -> str:
+    """The objective of a run name (``jepa-tiny`` -> ``jepa``); a bare size predates objectives: Brain-Semantoks."""
+    return model.partition("-")[0] if "-" in model else "semantoks"
 
 
 def training_budget(encoder_files, sources) -> pd.DataFrame:
@@ -195,42 +239,56 @@ def training_budget(encoder_files, sources) -> pd.DataFrame:
         payload = load_torch_file(path, ValueError)
         if not isinstance(payload, dict):
             raise ValueError(f"{path}: not a brainscale encoder export (a dict); rerun its pretrain job.")
-        row = {"source": source, "size": described["size"], "seed": described["seed"]}
+        row = {"source": source, "model": described["model"], "size": described["size"], "seed": described["seed"]}
         for column, key in TRAINING_COLUMNS.items():
             value = payload.get(key)
             row[column] = float(value) if value is not None else np.nan
         if np.isnan(row["passes"]) and np.isfinite(row["samples_seen"]):
             row["passes"] = row["samples_seen"] / described["size"]
         rows.append(row)
-    return pd.DataFrame(rows, columns=["source", "size", "seed", *TRAINING_COLUMNS])
+    return pd.DataFrame(rows, columns=["source", "model", "size", "seed", *TRAINING_COLUMNS])
 
 
 def write_scaling_outputs(metric_files, sources, outputs: dict, *, encoder_files=(), encoder_sources=(),
-                          log=None) -> None:
+                          reference_model: str | None = None, log=None) -> None:
     """Tables and figures of rule ``scaling_figure`` from the probe metrics of ``sources``.
 
-    ``outputs`` maps scaling_png, scaling_pdf, layerwise_png, layerwise_pdf, metrics, scaling,
-    power_law and layerwise to paths. ``encoder_files`` are the ``encoder.pt`` exports of the
-    pretrained ``encoder_sources``: their steps, samples seen and passes become columns of the
-    scaling table (:func:`training_budget`).
+    ``outputs`` maps scaling_png, scaling_pdf, layerwise_png, layerwise_pdf, objectives_png,
+    objectives_pdf, metrics, scaling, power_law, layerwise and objectives to paths.
+    ``encoder_files`` are the ``encoder.pt`` exports of the pretrained ``encoder_sources``:
+    their steps, samples seen and passes become columns of the scaling table
+    (:func:`training_budget`). The scaling and layer-wise figures show ``reference_model`` (the
+    first configured run; default: the first in sort order), the objectives figure every model.
     """
     from ..io import atomic_file
-    from ..plotting.scaling import plot_layerwise, plot_scaling
+    from ..plotting.scaling import plot_layerwise, plot_objectives, plot_scaling
 
     metrics = collect_metrics([{"path": path, **describe_source(source)} for path, source in
                                zip(metric_files, sources)])
     training = training_budget(list(encoder_files), list(encoder_sources)) if len(encoder_files) else None
-    table = scaling_table(metrics, training)
+    table = scaling_table(metrics, training, reference_model=reference_model)
     fits = power_law_table(table)
     layers = layer_table(metrics)
-    for key, frame in (("metrics", metrics), ("scaling", table), ("power_law", fits), ("layerwise", layers)):
+    ranking = objectives_table(table)
+    for key, frame in (("metrics", metrics), ("scaling", table), ("power_law", fits), ("layerwise", layers),
+                       ("objectives", ranking)):
         with atomic_file(outputs[key]) as temporary:
             frame.to_csv(temporary, sep="\t", index=False, float_format="%.6g")
-    plot_scaling(table, fits, [outputs["scaling_png"], outputs["scaling_pdf"]])
-    plot_layerwise(layers, [outputs["layerwise_png"], outputs["layerwise_pdf"]])
+    shown = reference_model or next(iter(sorted(set(table["model"]) - {""})), "")
+    plot_scaling(_one_model(table, shown), fits[fits["model"] == shown],
+                 [outputs["scaling_png"], outputs["scaling_pdf"]])
+    plot_layerwise(layers[layers["model"] == shown], [outputs["layerwise_png"], outputs["layerwise_pdf"]])
+    plot_objectives(table, [outputs["objectives_png"], outputs["objectives_pdf"]])
     if log is not None:
         log(f"{len(metrics)} probe results of {len(sources)} sources summarised")
         reid = table[table["task"] == "subject_reid"]
         for _, row in reid.iterrows():
             size = "" if pd.isna(row["size"]) else f" n={int(row['size'])}"
-            log(f"subject_reid of {row['name']}{size}: {row['mean']:.3f}")
+            model = f" {row['model']}" if row["model"] and row["family"] == "random" else ""
+            log(f"subject_reid of {row['name']}{model}{size}: {row['mean']:.3f}")
+
+
+def _one_model(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The rows of the scaling figure: ``model``'s pretrained and random-init rows, and every baseline."""
+    encoder = table["family"].isin(["pretrained", "random"])
+    return table[~encoder | (table["model"] == model)]

@@ -15,11 +15,11 @@ __all__ = ["torchrun_command", "launch_pretraining"]
 
 
 def torchrun_command(settings_file: str | Path, shard_folder: str | Path, subjects_file: str | Path,
-                     output_dir: str | Path, processes: int) -> list[str]:
+                     output_dir: str | Path, processes: int, run: str = "semantoks-tiny") -> list[str]:
     """The torchrun call that trains one subset data-parallel over ``processes`` processes."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
             "-m", "brainscale.cli", "pretrain", "--config", str(settings_file), "--shards", str(shard_folder),
-            "--subjects", str(subjects_file), "--output", str(output_dir)]
+            "--subjects", str(subjects_file), "--output", str(output_dir), "--objective", run]
 
 
 def launch_pretraining(settings: dict, shard_folder: str | Path, subjects_file: str | Path,
@@ -37,8 +37,11 @@ def launch_pretraining(settings: dict, shard_folder: str | Path, subjects_file: 
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     settings_file = output_dir / "settings.yaml"
-    settings_file.write_text(yaml.safe_dump({"pretrain": settings}))
-    command = torchrun_command(settings_file, shard_folder, subjects_file, output_dir, processes)
+    # the config section without the run's own keys; --run names the run again
+    section = {key: value for key, value in settings.items() if key not in ("objective", "model")}
+    settings_file.write_text(yaml.safe_dump({"pretrain": section}))
+    run = f"{settings.get('objective', 'semantoks')}-{settings['model']}"
+    command = torchrun_command(settings_file, shard_folder, subjects_file, output_dir, processes, run)
     log("running " + " ".join(command))
     with open(log_file or output_dir / "torchrun.log", "a") as output:
         result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env)

@@ -1,0 +1,158 @@
+"""What a pretraining objective provides to the training loop, the exports and the probes.
+
+An objective is a subclass of :class:`Objective` in one module of this package (found by
+:func:`brainscale.objectives.available_objectives`, nothing else to register). It provides:
+
+- ``presets``: named architectures (``tiny``, ``small``, ..., the paper's), the ``{size}`` of a
+  run name ``{objective}-{size}`` such as ``jepa-tiny``;
+- ``defaults``: its own settings (``pretrain.options.<name>`` overrides them); they may include
+  the shared training keys of :data:`TRAINING_KEYS`, which then replace the top-level
+  ``pretrain`` values for this objective only;
+- :meth:`Objective.build`: a :class:`torch.nn.Module` whose ``forward(*tensors, **options)``
+  returns a dict of scalar losses with ``total`` (and any of ``loss_terms``), with
+  ``trainable_modules()``, ``ema_pairs()`` (``[(target, online), ...]``, empty without EMA) and
+  ``encoder``, the module that is exported and probed;
+- :meth:`Objective.dataset`: a dataset whose keys are ``(pass, item)`` pairs and whose items are
+  tuples of tensors with the sample first, drawn in the DataLoader workers from
+  ``(seed, pass, item)`` (crops, views, masks);
+- :meth:`Objective.prepare`: the step's batch on the device and the forward options (per-step
+  draws and schedules); tensors stay sample-major so that the loop can cut them into
+  accumulation slices and data-parallel shares;
+- ``encoder_from_config``: the encoder of an export's config, for loading.
+
+An encoder has ``config`` (a dataclass with ``to_dict()``, ``crop_length``, ``depth``, ``width``
+and ``network_map``), ``has_cls`` and ``layer_outputs(x, missing_channels=None)``, the tokens
+(B, tokens, D) of every layer through the final LayerNorm, CLS first where ``has_cls``:
+:func:`token_features` turns them into the probes' ``cls`` and ``mean`` features.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..training.errors import TrainingError
+
+__all__ = ["Objective", "PretrainingData", "Step", "TRAINING_KEYS", "token_features"]
+
+#: Shared ``pretrain`` keys that an objective's defaults or options may set for that objective.
+TRAINING_KEYS = ("base_lr", "weight_decay", "momentum", "grad_clip")
+
+
+@dataclass(frozen=True)
+class PretrainingData:
+    """What an objective may know of its data before training: the shards and the subset."""
+
+    shard_folder: Path
+    subjects: tuple
+    seed: int
+
+    @cached_property
+    def mapping(self) -> dict:
+        """The arrays of the shards' ``network_mapping.npz``."""
+        with np.load(Path(self.shard_folder) / "network_mapping.npz") as mapping:
+            return {key: mapping[key] for key in mapping.files}
+
+    @cached_property
+    def network_map(self) -> list[int]:
+        """(channels,) network of each channel: 0-6 cortical (7-network order), 7 subcortex, 8 cerebellum."""
+        cortical = self.mapping["network_map_schaefer400_7n"]
+        offset = int(cortical.max()) + 1
+        return [int(v) for v in cortical] + [offset + int(v) for v in self.mapping["network_map_tian3"]] + \
+            [offset + 1 + int(v) for v in self.mapping["network_map_buckner7"]]
+
+    def crops(self, crop_length: int, *, preload: bool = True, **options):
+        """A :class:`~brainscale.shards.reader.ShardDataset` of the subset's random crops."""
+        from ..shards.reader import ShardDataset, shard_paths
+
+        return ShardDataset(shard_paths(self.shard_folder), list(self.subjects), crop_length=crop_length,
+                            seed=self.seed, preload=preload, **options)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where training stands when a batch is prepared."""
+
+    step: int
+    budget: object  # a brainscale.training.budget.TrainingBudget
+    device: torch.device
+    positions: list  # this process's positions in the global batch
+    global_batch: int
+    seed: int
+    world_size: int = 1
+
+
+class Objective(abc.ABC):
+    """A pretraining objective (see the module docstring)."""
+
+    name: ClassVar[str]
+    presets: ClassVar[dict]
+    defaults: ClassVar[dict] = {}
+    loss_terms: ClassVar[tuple] = ()
+
+    def __init__(self, settings: dict, data: PretrainingData):
+        self.settings, self.data = settings, data
+        self.options = {**self.defaults, **(settings.get("options") or {}).get(self.name, {})}
+
+    # --- configuration -------------------------------------------------------------------------
+    @classmethod
+    def check(cls, settings: dict) -> None:
+        """Config-time checks of the ``pretrain`` section for this objective (raise TrainingError)."""
+        options = (settings.get("options") or {}).get(cls.name, {})
+        unknown = sorted(set(options) - set(cls.defaults) - set(TRAINING_KEYS))
+        if unknown:
+            raise TrainingError(f"pretrain.options.{cls.name}: unknown keys {unknown}; {cls.name} takes "
+                                f"{sorted(set(cls.defaults) | set(TRAINING_KEYS))}.")
+        if settings["model"] not in cls.presets:
+            raise TrainingError(f"pretrain.objectives: {cls.name} has no size '{settings['model']}'; its sizes are "
+                                f"{sorted(cls.presets)} (write e.g. {cls.name}-{next(iter(cls.presets))}).")
+
+    def architecture(self) -> dict:
+        """The preset of the run's size with the non-null ``pretrain.architecture`` overrides."""
+        overrides = {k: v for k, v in (self.settings.get("architecture") or {}).items() if v is not None}
+        return {**self.presets[self.settings["model"]], **overrides}
+
+    # --- what the loop calls ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def build(self) -> nn.Module:
+        """The training model (initialised from the current torch seed)."""
+
+    @abc.abstractmethod
+    def dataset(self) -> torch.utils.data.Dataset:
+        """Training items keyed by ``(pass, item)``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def encoder_from_config(cls, config: dict) -> nn.Module:
+        """An encoder of the architecture an export records (weights loaded afterwards)."""
+
+    def prepare(self, batch, step: Step) -> tuple[tuple, dict]:
+        """The batch on the device, and the forward options of this step."""
+        return tuple(tensor.to(step.device, non_blocking=True) for tensor in batch), {}
+
+    def monitor_features(self, model: nn.Module, tensors: tuple) -> torch.Tensor:
+        """(n, D) features of the exported encoder for the collapse monitors: CLS, else the token mean."""
+        with torch.no_grad():
+            tokens = model.encoder(tensors[0], missing_channels=tensors[1])
+        return token_features(model.encoder, tokens)[0]
+
+    def random_encoder(self, seed: int) -> nn.Module:
+        """The exported encoder of a freshly built model of ``seed`` (the random-init baseline)."""
+        torch.manual_seed(seed)
+        return self.build().encoder.eval()
+
+
+def token_features(encoder: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cls, mean) of (B, tokens, D): CLS and the mean of the other tokens, or the mean twice
+    for an encoder without CLS."""
+    if getattr(encoder, "has_cls", True):
+        return tokens[:, 0], tokens[:, 1:].mean(dim=1)
+    mean = tokens.mean(dim=1)
+    return mean, mean
