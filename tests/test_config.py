@@ -123,3 +123,18 @@ def test_a_failing_job_writes_its_error_and_traceback_to_the_rule_log(tmp_path):
     text = log.read_text()
     assert "started" in text and "the job failed: results/qc/runs.tsv: every run is excluded" in text
     assert "Traceback (most recent call last)" in text and "ValueError" in text
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"pretrain": {"objectives": ["nosuch-tiny"]}}, r"pretrain.objectives.0' \(nosuch-tiny\): unknown objective "
+                                                    r"'nosuch': the objectives are \[.*semantoks"),
+    ({"pretrain": {"objectives": ["semantoks-huge"]}}, r"semantoks has no size 'huge'; its sizes are"),
+    ({"pretrain": {"objectives": ["semantoks-tiny", "semantoks-tiny"]}}, "lists a run twice"),
+    ({"pretrain": {"model": "small"}}, r"pretrain.model': replaced by pretrain.objectives.*\[semantoks-small\]"),
+    ({"pretrain": {"options": {"nosuch": {}}}}, r"pretrain.options.nosuch': unknown objective"),
+    ({"pretrain": {"options": {"semantoks": {"colour": 1}}}}, r"pretrain.options.semantoks: unknown keys \['colour'\]"),
+    ({"pretrain": {"architecture": {"patch_length": 30}}}, "does not divide crop_length"),
+])
+def test_objective_settings_that_cannot_train_fail_at_config_time(raw, words):
+    with pytest.raises(ConfigError, match=words):
+        validate_config(raw)

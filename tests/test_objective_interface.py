@@ -50,3 +50,36 @@ def test_options_override_the_shared_training_keys_for_one_objective_only():
     assert run_settings(settings, "semantoks-tiny")["base_lr"] == 0.5
     with pytest.raises(TrainingError, match="unknown keys"):
         available_objectives()["semantoks"].check(dict(settings, options={"semantoks": {"nosuch": 1}}))
+
+
+@pytest.mark.parametrize("name", sorted(available_objectives()))
+def test_every_objective_trains_exports_and_is_probed_through_one_interface(name, shards, tmp_path):
+    """Whatever the objective: the loop trains it, its export loads, embed reads every layer's
+    features, and its random init is the weights its pretraining starts from."""
+    from brainscale.objectives import PretrainingData
+    from brainscale.probing.checkpoints import load_checkpoint, random_encoder
+    from brainscale.probing.embeddings import extract_embeddings
+    from brainscale.shards.reader import ShardDataset, shard_paths
+    from brainscale.training.loop import network_map_of
+
+    objective = available_objectives()[name]
+    size = "tiny" if "tiny" in objective.presets else next(iter(objective.presets))
+    subjects = subjects_of(shards)[:4]
+    settings = dict(SETTINGS, objective=name, model=size, budget=dict(SETTINGS["budget"], total=2, warmup=1))
+    export = pretrain(settings, shards, subjects, tmp_path / "run", log=lambda line: None)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log.columns[4:4 + len(objective.loss_terms)]) == list(objective.loss_terms)
+    assert np.isfinite(log["loss"]).all() and np.isfinite(log["cls_rank"].iloc[0])
+    encoder = load_checkpoint(export, network_map_of(shards))
+    dataset = ShardDataset(shard_paths(shards), subjects[:2], crop_length=encoder.config.crop_length, crops="eval",
+                           n_eval_crops=2)
+    table = extract_embeddings(encoder, dataset, batch_size=4)
+    assert table.features["cls"].shape == (len(dataset.runs) * 2, encoder.config.depth, encoder.config.width)
+    assert np.isfinite(table.matrix("cls_avg")).all()
+    data = PretrainingData(shards, tuple(subjects), SETTINGS["seed"])
+    start = random_encoder(settings, data, SETTINGS["seed"]).state_dict()
+    import torch
+
+    torch.manual_seed(SETTINGS["seed"])
+    built = objective(settings, data).build().encoder.state_dict()
+    assert all(torch.equal(start[key], built[key]) for key in built)
