@@ -134,7 +134,7 @@ def test_network_mapping_holds_the_17n_map_and_survives_sharding(demo, tmp_path)
     write_network_mapping(demo["specs_17n"], tmp_path / "network_mapping.npz", tmp_path / "channels.tsv")
     mapping = dict(np.load(tmp_path / "network_mapping.npz"))
     assert set(mapping) == {"network_map_schaefer400_7n", "network_map_schaefer400_17n", "network_map_tian3",
-                            "network_map_buckner7"}
+                            "network_map_buckner7", "channel_coordinates"}
     np.testing.assert_array_equal(mapping["network_map_schaefer400_7n"], reference_network_map()[:400])
     channels = pd.read_csv(tmp_path / "channels.tsv", sep="\t")
     names = channels["name"][channels["atlas"] == "cortical"].tolist()

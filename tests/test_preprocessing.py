@@ -134,7 +134,11 @@ def test_participants_are_mapped_and_checked(tiny_dataset, tmp_path):
 def test_network_mapping_has_reference_keys_and_counts(tiny_dataset, atlas_set, tmp_path):
     write_network_mapping(atlas_specs(tiny_dataset), tmp_path / "network_mapping.npz", tmp_path / "channels.tsv")
     mapping = dict(np.load(tmp_path / "network_mapping.npz"))
-    assert set(mapping) == {"network_map_schaefer400_7n", "network_map_tian3", "network_map_buckner7"}
+    assert set(mapping) == {"network_map_schaefer400_7n", "network_map_tian3", "network_map_buckner7",
+                            "channel_coordinates"}
+    coordinates = mapping["channel_coordinates"]
+    assert coordinates.shape == (457, 3) and np.isfinite(coordinates).all()
+    assert (coordinates[:200, 0] < 0).mean() > 0.9 and (coordinates[200:400, 0] > 0).mean() > 0.9  # LH, RH
     cortical = mapping["network_map_schaefer400_7n"]
     assert tuple(np.bincount(cortical)) == SCHAEFER400_7N_SIZES
     for half in (cortical[:200], cortical[200:]):

@@ -1,5 +1,5 @@
-"""The three atlases: label tables, the Schaefer 7-network channel order, and the
-voxel-to-channel weights used to parcellate a BOLD grid.
+"""The three atlases: label tables, the Schaefer 7-network channel order, the channels'
+coordinates and the voxel-to-channel weights used to parcellate a BOLD grid.
 
 Channels are the cortical parcels in Schaefer 7-network order (left hemisphere
 then right, networks Vis, SomMot, DorsAttn, SalVentAttn, Limbic, Cont, Default
@@ -21,7 +21,8 @@ from scipy import sparse
 from .discovery import InputError
 
 __all__ = ["NETWORKS_7", "NETWORKS_17", "SCHAEFER400_7N_SIZES", "NETWORKS_17_TO_7", "AtlasSet", "load_atlas_set",
-           "read_surface_labels", "network_mapping", "parcellation_weights"]
+           "read_surface_labels", "network_mapping", "channel_coordinates", "volume_centroids", "surface_centroids",
+           "parcellation_weights"]
 
 NETWORKS_7 = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 #: Parcels per 7-network in Schaefer-400, the reference's network sizes.
@@ -381,6 +382,115 @@ def network_mapping(atlases: AtlasSet) -> dict:
     if atlases.cortical_network_17 is not None:
         mapping["network_map_schaefer400_17n"] = atlases.cortical_network_17.astype(np.int64)
     return mapping
+
+
+def volume_centroids(image, values: np.ndarray) -> np.ndarray:
+    """(len(values), 3) centroid of each label's voxels in world coordinates (mm, through the affine).
+
+    A label with no voxel in the image gets NaN.
+    """
+    data = np.asarray(image.dataobj).astype(np.int64).reshape(image.shape[:3])
+    values = np.asarray(values, dtype=np.int64)
+    lookup = np.full(max(int(data.max()), int(values.max())) + 1, -1, dtype=np.int64)
+    lookup[values] = np.arange(len(values))
+    voxels = np.argwhere(data > 0)  # (V, 3) voxel indices i, j, k
+    rows = lookup[data[data > 0]]  # the same C order as argwhere
+    keep = rows >= 0
+    voxels, rows = voxels[keep], rows[keep]
+    counts = np.bincount(rows, minlength=len(values)).astype(np.float64)
+    sums = np.stack([np.bincount(rows, weights=voxels[:, axis], minlength=len(values)) for axis in range(3)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = sums / counts[:, None]  # NaN where a label has no voxel
+    return nib.affines.apply_affine(image.affine, centroids)
+
+
+def surface_centroids(vertex_channels: tuple, meshes: tuple, n_channels: int) -> np.ndarray:
+    """(n_channels, 3) mean coordinates of each channel's vertices over both hemispheres (NaN: none).
+
+    ``vertex_channels`` is ``AtlasSet.surface_channels`` (per-vertex channel, -1 outside any
+    parcel); ``meshes`` the (vertices, 3) coordinates of each hemisphere, in the same order.
+    """
+    channels = np.concatenate(vertex_channels)
+    points = np.concatenate(meshes).astype(np.float64)
+    inside = channels >= 0
+    counts = np.bincount(channels[inside], minlength=n_channels).astype(np.float64)
+    sums = np.stack([np.bincount(channels[inside], weights=points[inside, axis], minlength=n_channels)
+                     for axis in range(3)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+#: Vertices per hemisphere of fsaverage5, whose meshes nilearn ships (no download).
+FSAVERAGE5_VERTICES = 10242
+
+
+def _surface_meshes(surface: dict, n_vertices: tuple) -> tuple | None:
+    """(left, right) pial vertex coordinates (mm) of the atlas' surface, or None when none is found.
+
+    Looked for: a FreeSurfer subject folder around the atlas (``<subject>/label/lh.*.annot`` ->
+    ``<subject>/surf/lh.pial``), then nilearn's bundled fsaverage5 when the atlas has its
+    10242 vertices per hemisphere. A mesh is used only when its vertex count matches the atlas'.
+    """
+    meshes = []
+    for side, count in zip(("left", "right"), n_vertices):
+        pial = Path(surface[side]).parent.parent / "surf" / f"{'lh' if side == 'left' else 'rh'}.pial"
+        points = nib.freesurfer.read_geometry(str(pial))[0] if pial.is_file() else None
+        if (points is None or len(points) != count) and count == FSAVERAGE5_VERTICES:
+            from nilearn.datasets import fetch_surf_fsaverage
+
+            points = nib.load(fetch_surf_fsaverage("fsaverage5")[f"pial_{side}"]).darrays[0].data
+        if points is None or len(points) != count:
+            return None
+        meshes.append(np.asarray(points))
+    return tuple(meshes)
+
+
+def _surface_cortex_coordinates(atlases: AtlasSet, specs: dict, surface: dict) -> np.ndarray:
+    """(n_cortical, 3) coordinates of surface channels: the volumetric centroid of the parcel of the
+    same name where ``specs["cortical"]`` gives a volumetric atlas, else the mean of its vertices
+    on the pial mesh (see :func:`_surface_meshes`), else NaN."""
+    names = atlases.names["cortical"]
+    coordinates = np.full((len(names), 3), np.nan)
+    volume = specs.get("cortical") or {}
+    if volume.get("image") and volume.get("labels"):
+        image, table = _read_volume_atlas(volume, "atlases.cortical")
+        row_of = {str(name): row for row, name in enumerate(table["name"])}
+        centroids = volume_centroids(image, table["index"].to_numpy())
+        for channel, name in enumerate(names):
+            if name in row_of:
+                coordinates[channel] = centroids[row_of[name]]
+    unplaced = np.isnan(coordinates).any(axis=1)
+    if unplaced.any():
+        meshes = _surface_meshes(surface, tuple(len(v) for v in atlases.surface_channels))
+        if meshes is not None:
+            on_mesh = surface_centroids(atlases.surface_channels, meshes, len(names))
+            coordinates[unplaced] = on_mesh[unplaced]
+    return coordinates
+
+
+def channel_coordinates(atlases: AtlasSet, specs: dict, surface: dict | None = None) -> np.ndarray:
+    """(n_channels, 3) position of each channel in mm, in the atlases' space and the channel order.
+
+    - Volumetric parcels (cortex, subcortex, cerebellum): the centroid of the parcel's voxels
+      in world coordinates (:func:`volume_centroids`).
+    - Surface parcels (``surface`` given): the volumetric centroid of the parcel of the same
+      name where ``specs["cortical"]`` also gives the volumetric atlas (the subcortex's space);
+      otherwise the mean of the parcel's vertices on the pial mesh of the surface (a FreeSurfer
+      subject folder's ``surf/?h.pial`` beside the atlas' ``label/``, or nilearn's fsaverage5),
+      which on fsaverage lies in MNI305 millimetres, within a few mm of MNI152. The sphere's
+      coordinates are not used: both hemispheres' spheres are centred on the origin, so
+      homologous parcels of the two hemispheres would get nearly the same position.
+    - Fallback: NaN rows for a parcel without voxels, or a surface parcel with neither a
+      volumetric twin nor a mesh; objectives that need positions (the MAE) refuse them and
+      name the fix.
+    """
+    if surface is not None and "cortical" not in atlases.images:
+        cortex = _surface_cortex_coordinates(atlases, specs, surface)
+    else:
+        cortex = volume_centroids(atlases.images["cortical"], atlases.labels["cortical"])
+    parts = [cortex] + [volume_centroids(atlases.images[kind], atlases.labels[kind])
+                        for kind in ("subcortical", "cerebellar")]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def _same_grid(image, reference) -> bool:

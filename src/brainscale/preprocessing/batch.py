@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_directory, atomic_file
-from .atlases import load_atlas_set, network_mapping
+from .atlases import channel_coordinates, load_atlas_set, network_mapping
 from .discovery import InputError, Run
 from .pipeline import QC_COLUMNS, ParcellationCache, preprocess_run, write_run
 
@@ -70,9 +70,13 @@ def write_network_mapping(atlas_specs: dict, npz_path: str | Path, channels_path
     With a 17-network cortical atlas (and its 7-network companion in ``atlas_specs``, see
     :func:`~brainscale.preprocessing.atlases.load_atlas_set`) the file also holds
     ``network_map_schaefer400_17n``, the 17-network of each channel in 7-network channel order.
+    It also holds ``channel_coordinates`` (channels, 3), each channel's position in mm in the
+    channel order (:func:`~brainscale.preprocessing.atlases.channel_coordinates`), for
+    objectives with spatial positions (the MAE).
     """
     atlases = load_atlas_set(atlas_specs, surface)
+    coordinates = channel_coordinates(atlases, atlas_specs, surface)
     with atomic_file(npz_path) as temporary:
-        np.savez(temporary, **network_mapping(atlases))
+        np.savez(temporary, **network_mapping(atlases), channel_coordinates=coordinates)
     with atomic_file(channels_path) as temporary:
         atlases.channel_table().to_csv(temporary, sep="\t", index=False)

@@ -1,0 +1,253 @@
+"""The Brain-JEPA encoder and predictor in one file: ROI x time-patch tokens, gradient positions.
+
+A crop of the C channels (457: Schaefer-400, Tian S3, Buckner 7) and T TRs is cut into
+P = T / L patches of L TRs per channel (the reference: 160 TRs, L = 16, P = 10). Each patch
+is one token, ``Linear(L -> D)`` (the reference's ``Conv2d(1, D, kernel (1, L), stride (1, L))``).
+Tokens are ROI-major: token ``c * P + p`` is patch p of channel c, as the reference's flattened
+(channels, patches) grid. Positions ("brain gradient positioning") are added to every token:
+
+- half the width is the fixed sin-cos embedding of the time-patch index p;
+- the other half is a learnable ``Linear(G -> D/2)`` of the channel's G brain-gradient
+  components (a persistent (C, G) buffer, so that an export reloads without the data), min-max
+  scaled over all channels to [-1, 1] after the projection, as the reference does.
+
+Missing channels are replaced by a learnable mask embedding before positions are added. A
+pre-LN transformer (:class:`~brainscale.models.semantoks.Block`, with LayerScale) and a final
+LayerNorm follow; there is no CLS token. The context encoder runs on a subset of the tokens,
+``index`` (B, K) with ``valid`` (B, K) marking the real entries of a padded selection (padding
+is excluded from attention as keys, so it never reaches a real token).
+
+The predictor (narrower, as many heads as the encoder) projects the context tokens to its width,
+adds its own gradient positions, appends a learnable mask token plus position at every target
+position and returns ``Linear(D_pred -> D)`` of the target positions' outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .semantoks import Block, reference_network_map, sincos_embedding
+
+__all__ = ["JEPAConfig", "GradientPositions", "MaskedBlock", "JEPAEncoder", "JEPAPredictor", "select_tokens",
+           "mask_indices"]
+
+
+class ConfigurationError(ValueError):
+    """A JEPA configuration that cannot work (the message names the setting)."""
+
+
+@dataclass
+class JEPAConfig:
+    """Architecture of the Brain-JEPA encoder and predictor (saved with every checkpoint and export).
+
+    The defaults are the paper's ViT-B (the ``base`` preset of :mod:`brainscale.objectives.jepa`).
+    """
+
+    crop_length: int = 160
+    patch_length: int = 16
+    width: int = 768  # D
+    depth: int = 12
+    head_dim: int = 64
+    mlp_ratio: float = 4.0
+    layerscale_init: float = 1.0  # 1.0: close to the reference's plain ViT blocks
+    predictor_width: int = 384
+    predictor_depth: int = 6
+    n_gradients: int = 30
+    network_map: list = field(default_factory=reference_network_map)  # (channels,) network of each channel
+
+    def __post_init__(self):
+        if self.crop_length % self.patch_length:
+            raise ConfigurationError(f"patch_length ({self.patch_length}) does not divide crop_length "
+                                     f"({self.crop_length}): choose a divisor (the reference uses 16 of 160).")
+        for name in ("width", "predictor_width"):
+            value = getattr(self, name)
+            if value % 4 or value % self.heads:
+                raise ConfigurationError(f"{name} ({value}) must be a multiple of 4 (two sin-cos halves) and of the "
+                                         f"{self.heads} attention heads (width / head_dim).")
+        if self.width % self.head_dim:
+            raise ConfigurationError(f"width ({self.width}) must be a multiple of head_dim ({self.head_dim}).")
+        if self.n_gradients < 1:
+            raise ConfigurationError(f"n_gradients ({self.n_gradients}) must be at least 1.")
+
+    @property
+    def heads(self) -> int:
+        return max(self.width // self.head_dim, 1)
+
+    @property
+    def n_patches(self) -> int:
+        return self.crop_length // self.patch_length
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.network_map)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_channels * self.n_patches
+
+    def block_config(self, width: int) -> SimpleNamespace:
+        """What :class:`Block` reads, for a transformer of ``width`` with this config's heads."""
+        return SimpleNamespace(width=width, head_dim=width // self.heads, mlp_ratio=self.mlp_ratio,
+                               layerscale_init=self.layerscale_init)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mask_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) bool -> (index (B, K), valid (B, K)): the True positions of each row, in order,
+    padded to the largest count K of the batch (padding: ``valid`` False, any index)."""
+    counts = mask.sum(dim=1)
+    size = int(counts.max())
+    index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :size]
+    valid = torch.arange(size, device=mask.device)[None, :] < counts[:, None]
+    return index, valid
+
+
+def select_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) tokens at (B, K) indices -> (B, K, D)."""
+    return torch.gather(tokens, 1, index[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+class GradientPositions(nn.Module):
+    """(C*P, width) positions of the ROI-major tokens: [sin-cos of the time patch, scaled Linear(gradients)]."""
+
+    def __init__(self, config: JEPAConfig, width: int):
+        super().__init__()
+        self.n_channels, self.n_patches = config.n_channels, config.n_patches
+        self.register_buffer("gradients", torch.zeros(config.n_channels, config.n_gradients))  # set from the data
+        self.register_buffer("time", sincos_embedding(config.n_patches, width // 2), persistent=False)
+        self.projection = nn.Linear(config.n_gradients, width // 2)
+
+    def forward(self) -> torch.Tensor:
+        spatial = self.projection(self.gradients)  # (C, D/2)
+        low, high = spatial.min(), spatial.max()
+        spatial = (spatial - low) / (high - low).clamp_min(1e-6) * 2 - 1  # [-1, 1], as the reference
+        half = spatial.shape[1]
+        time = self.time[None, :, :].expand(self.n_channels, -1, -1)  # (C, P, D/2)
+        spatial = spatial[:, None, :].expand(-1, self.n_patches, half)  # (C, P, D/2)
+        return torch.cat([time, spatial], dim=-1).reshape(self.n_channels * self.n_patches, 2 * half)
+
+
+class MaskedBlock(Block):
+    """:class:`Block` whose attention can ignore padded keys (``valid`` (B, T) bool, True = attend)."""
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if valid is None:
+            return super().forward(x)
+        x = x + self.ls1(self._attend(self.norm1(x), valid))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+    def _attend(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        attention = self.attn
+        batch, tokens, width = x.shape
+        q, k, v = attention.qkv(x).view(batch, tokens, 3, attention.heads, width // attention.heads) \
+            .permute(2, 0, 3, 1, 4)  # (B, heads, T, head_dim) each
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
+        return attention.proj(out.transpose(1, 2).reshape(batch, tokens, width))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Truncated-normal (0.02) linear weights and zero biases, as the reference ViT."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class JEPAEncoder(nn.Module):
+    """Patch tokens + gradient positions + transformer; ``forward`` returns normalised tokens (B, K, D)."""
+
+    has_cls = False
+
+    def __init__(self, config: JEPAConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embed = nn.Linear(config.patch_length, config.width)
+        self.positions = GradientPositions(config, config.width)
+        self.mask_embedding = nn.Parameter(torch.zeros(config.width))
+        self.blocks = nn.ModuleList([MaskedBlock(config.block_config(config.width)) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(config.width)
+        _init_weights(self)
+        nn.init.trunc_normal_(self.mask_embedding, std=0.02)
+
+    def set_gradients(self, gradients: torch.Tensor) -> None:
+        """Store the (C, G) brain-gradient components of the pretraining subset."""
+        self.positions.gradients.copy_(torch.as_tensor(gradients, dtype=torch.float32))
+
+    def embed(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, T) crops -> (B, C*P, D) embedded tokens, ROI-major."""
+        length = self.config.patch_length
+        tokens = self.patch_embed(x.unfold(2, length, length))  # (B, C, P, D)
+        if missing_channels is not None:
+            tokens = torch.where(missing_channels[:, :, None, None], self.mask_embedding.to(tokens.dtype), tokens)
+        return tokens.flatten(1, 2) + self.positions().to(tokens.dtype)
+
+    def forward(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None,
+                index: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode crops, or the tokens ``index`` of them.
+
+        Parameters
+        ----------
+        x : (B, C, T) tensor
+        missing_channels : (B, C) bool tensor, optional
+            Channels the data lack (their tokens become the mask embedding).
+        index : (B, K) long tensor, optional
+            The tokens to encode (ROI-major numbering); all of them when None.
+        valid : (B, K) bool tensor, optional
+            False where ``index`` is padding (not attended to).
+
+        Returns
+        -------
+        (B, K, D) tensor after the final LayerNorm (K = C*P without ``index``).
+        """
+        sequence = self.embed(x, missing_channels)
+        if index is not None:
+            sequence = select_tokens(sequence, index)
+        for block in self.blocks:
+            sequence = block(sequence, valid)
+        return self.norm(sequence)
+
+    def layer_outputs(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every block's output (B, C*P, D) through the final LayerNorm, first block first."""
+        sequence = self.embed(x, missing_channels)
+        outputs = []
+        for block in self.blocks:
+            sequence = block(sequence)
+            outputs.append(self.norm(sequence))
+        return outputs
+
+
+class JEPAPredictor(nn.Module):
+    """Context tokens + mask tokens at the target positions -> predicted target representations."""
+
+    def __init__(self, config: JEPAConfig):
+        super().__init__()
+        width = config.predictor_width
+        self.embed = nn.Linear(config.width, width)
+        self.positions = GradientPositions(config, width)
+        self.mask_token = nn.Parameter(torch.zeros(width))
+        self.blocks = nn.ModuleList([MaskedBlock(config.block_config(width)) for _ in range(config.predictor_depth)])
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, config.width)
+        _init_weights(self)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: torch.Tensor, context_index: torch.Tensor, context_valid: torch.Tensor,
+                target_index: torch.Tensor, target_valid: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) encoded context -> (B, M, D) predictions at the (B, M) target indices."""
+        positions = self.positions().to(context.dtype)  # (C*P, D_pred)
+        context = self.embed(context) + positions[context_index]  # (B, K, D_pred)
+        queries = self.mask_token.to(context.dtype) + positions[target_index]  # (B, M, D_pred)
+        sequence = torch.cat([context, queries], dim=1)
+        valid = torch.cat([context_valid, target_valid], dim=1)
+        valid = None if bool(valid.all()) else valid  # the unmasked attention kernels when nothing is padding
+        for block in self.blocks:
+            sequence = block(sequence, valid)
+        return self.projection(self.norm(sequence[:, context.shape[1]:]))
