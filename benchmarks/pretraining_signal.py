@@ -43,7 +43,7 @@ from brainscale.probing.checkpoints import random_encoder
 from brainscale.probing.embeddings import extract_embeddings, probe_dataset
 from brainscale.probing.reid import reidentification
 from brainscale.shards.reader import shard_paths, subjects_from_shards
-from brainscale.training.loop import load_encoder, network_map_of, pretrain
+from brainscale.training.loop import load_encoder, pretrain
 
 
 def deep_update(base: dict, overrides: dict) -> dict:

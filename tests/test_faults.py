@@ -40,7 +40,7 @@ from brainscale.probing.checkpoints import write_random_encoder
 from brainscale.probing.embeddings import embed_checkpoint, read_features
 from brainscale.shards.writer import write_shards
 from brainscale.simulate.dataset import SPACE, demo_atlas_paths
-from brainscale.training.loop import network_map_of, pretrain
+from brainscale.training.loop import pretrain
 
 from .conftest import CONFIG, MINIMAL_CONFIG
 

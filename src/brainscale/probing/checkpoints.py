@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from ..models.reference import ReferenceImportError, import_reference_state_dict, load_reference_checkpoint
 from ..models.semantoks import SemantoksEncoder

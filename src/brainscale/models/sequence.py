@@ -1,0 +1,314 @@
+"""Token-per-TR sequence models of learning-from-brains (Thomas, Ré, Poldrack, NeurIPS 2022).
+
+Every time point of a crop is one token (:class:`TokenEmbedding`): the 457 channel values of
+that TR through ``Linear(C -> D)`` and a LayerNorm, plus
+
+- a learned embedding of the *time since the crop start*, in bins of ``time_bin`` = 0.2 s up
+  to ``max_time`` = 300 s (the paper's), the time of TR index i being ``i * tr`` (the crops are
+  at the pipeline's target TR, so positions are seconds, not indices);
+- the missing channels of a run (absent parcels) are zeroed before the projection and flagged
+  by a learned embedding of the (C,) missing mask, ``Linear(C -> D, bias=False)`` of the 0/1
+  flags, added to every token of the crop: the model sees *which* channels are unknown, not a
+  zero it would read as a value. Network-BERT presents its masked channels the same way.
+
+A masked TR (Seq-BERT) has its content replaced by a learned mask token (owned by the training
+model, which passes it in) before the time embedding is added.
+
+Encoders (all with the probing interface: ``config``, ``has_cls``, ``layer_outputs(x,
+missing_channels=None)`` -> ``depth`` tensors (B, tokens, D) through the final LayerNorm,
+``forward`` = the last of them):
+
+- :class:`CausalEncoder`, GPT-style: pre-LN blocks with a causal attention mask (token t
+  attends to tokens <= t); no CLS, ``has_cls = False`` (the probes take the token mean);
+- :class:`BidirectionalEncoder`, BERT-style: full attention, a learned CLS token (no time
+  embedding) first, ``has_cls = True``;
+- :class:`LSTMEncoder`: stacked bidirectional LSTMs (D/2 per direction, [forward, backward]
+  concatenated, added to the layer's input); layer l's tokens are its T outputs, preceded by
+  their mean over time, the *pooled state* (``has_cls = True``: the probes' ``cls`` is the
+  pooled state through the final LayerNorm, which for the last layer is exactly what the
+  autoencoder's decoder reads; their ``mean`` is the mean of the normalised outputs).
+  :class:`LSTMDecoder` turns a pooled state back into a crop.
+
+The blocks are pre-LN with LayerScale (as :class:`brainscale.models.semantoks.Block`;
+``layerscale_init`` = 1.0 makes them the plain GPT/BERT blocks at initialisation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .semantoks import LayerScale, reference_network_map
+
+__all__ = ["ConfigurationError", "SequenceConfig", "TransformerConfig", "LSTMConfig", "time_bins", "TokenEmbedding",
+           "SelfAttention", "SequenceBlock", "CausalEncoder", "BidirectionalEncoder", "LSTMEncoder", "LSTMDecoder",
+           "masked_l1"]
+
+
+class ConfigurationError(ValueError):
+    """A sequence-model configuration that cannot work (the message names the setting)."""
+
+
+@dataclass
+class SequenceConfig:
+    """What every token-per-TR model shares (saved with every checkpoint and export)."""
+
+    width: int = 768  # D
+    depth: int = 4
+    crop_length: int = 48  # TRs per crop (the paper: sequences of U[10, 50) TRs)
+    tr: float = 2.0  # seconds between the crop's time points
+    time_bin: float = 0.2  # seconds per bin of the time embedding
+    max_time: float = 300.0  # the last bin of the time embedding (later times share it)
+    network_map: list = field(default_factory=reference_network_map)  # (channels,) network of each channel
+
+    def __post_init__(self):
+        for name in ("width", "depth", "crop_length"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} ({getattr(self, name)}) must be at least 1.")
+        if self.crop_length < 2:
+            raise ConfigurationError(f"crop_length ({self.crop_length}) must be at least 2 TRs.")
+        if self.tr <= 0 or self.time_bin <= 0:
+            raise ConfigurationError(f"tr ({self.tr}) and time_bin ({self.time_bin}) must be positive seconds.")
+        if (self.crop_length - 1) * self.tr > self.max_time + 1e-9:
+            raise ConfigurationError(
+                f"crop_length ({self.crop_length}) x tr ({self.tr} s) exceeds the {self.max_time:g} s the time "
+                f"embedding covers: use at most {int(self.max_time // self.tr) + 1} TRs.")
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.network_map)
+
+    @property
+    def n_networks(self) -> int:
+        return max(self.network_map) + 1
+
+    @property
+    def n_time_bins(self) -> int:
+        return int(math.floor(self.max_time / self.time_bin + 0.5)) + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TransformerConfig(SequenceConfig):
+    """A GPT- or BERT-style encoder; the defaults are the paper's (4 layers, 12 heads, 768)."""
+
+    head_dim: int = 64
+    mlp_ratio: float = 4.0
+    layerscale_init: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.head_dim < 1 or self.width % self.head_dim:
+            raise ConfigurationError(f"width ({self.width}) must be a multiple of head_dim ({self.head_dim}).")
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_dim
+
+
+@dataclass
+class LSTMConfig(SequenceConfig):
+    """The bidirectional-LSTM autoencoder (``width`` = both directions together)."""
+
+    decoder_depth: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.width % 2:
+            raise ConfigurationError(f"width ({self.width}) must be even: half of it per LSTM direction.")
+        if self.decoder_depth < 1:
+            raise ConfigurationError(f"decoder_depth ({self.decoder_depth}) must be at least 1.")
+
+
+def time_bins(config: SequenceConfig) -> torch.Tensor:
+    """(crop_length,) bin of each TR's time since the crop start, ``round(i * tr / time_bin)``, capped."""
+    seconds = torch.arange(config.crop_length, dtype=torch.float64) * config.tr
+    return torch.floor(seconds / config.time_bin + 0.5).long().clamp_max(config.n_time_bins - 1)
+
+
+class TokenEmbedding(nn.Module):
+    """(B, C, T) crop -> (B, T, D) tokens: LayerNorm(Linear(x_t)) + missing flags + time (module docstring)."""
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__()
+        self.project = nn.Linear(config.n_channels, config.width)
+        self.norm = nn.LayerNorm(config.width)
+        self.missing = nn.Linear(config.n_channels, config.width, bias=False)
+        self.time = nn.Embedding(config.n_time_bins, config.width)
+        nn.init.normal_(self.missing.weight, std=0.02)
+        nn.init.normal_(self.time.weight, std=0.02)
+        self.register_buffer("bins", time_bins(config), persistent=False)
+
+    def forward(self, x: torch.Tensor, hidden_channels: torch.Tensor | None = None,
+                masked_steps: torch.Tensor | None = None, mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed crops.
+
+        Parameters
+        ----------
+        x : (B, C, T) tensor, T <= crop_length
+        hidden_channels : (B, C) bool tensor, optional
+            Channels the model must not read (missing, or masked): zeroed and flagged.
+        masked_steps : (B, T) bool tensor, optional
+            TRs whose token is replaced by ``mask_token`` (D,).
+        """
+        length = x.shape[-1]
+        if length > self.bins.shape[0]:
+            raise ValueError(f"crops of {length} TRs are longer than the model's crop_length ({self.bins.shape[0]})")
+        if hidden_channels is not None:
+            x = x.masked_fill(hidden_channels[:, :, None], 0.0)
+        tokens = self.norm(self.project(x.transpose(1, 2)))  # (B, T, D)
+        if hidden_channels is not None:
+            tokens = tokens + self.missing(hidden_channels.to(tokens.dtype))[:, None, :]
+        if masked_steps is not None:
+            tokens = torch.where(masked_steps[..., None], mask_token.to(tokens.dtype), tokens)
+        return tokens + self.time(self.bins[:length])[None]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, causal (token t sees tokens <= t) or full."""
+
+    def __init__(self, width: int, head_dim: int, *, causal: bool):
+        super().__init__()
+        self.heads, self.causal = width // head_dim, causal
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, heads, tokens, head_dim)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class SequenceBlock(nn.Module):
+    """Pre-LN transformer block with LayerScale, causal or not."""
+
+    def __init__(self, config: TransformerConfig, *, causal: bool):
+        super().__init__()
+        width = config.width
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, config.head_dim, causal=causal)
+        self.ls1 = LayerScale(width, config.layerscale_init)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * config.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.ls2 = LayerScale(width, config.layerscale_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class _TransformerEncoder(nn.Module):
+    causal: bool
+    has_cls: bool
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = TokenEmbedding(config)
+        if self.has_cls:
+            self.cls_token = nn.Parameter(torch.randn(1, 1, config.width) * 0.02)
+        self.blocks = nn.ModuleList([SequenceBlock(config, causal=self.causal) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(config.width)
+
+    def embed(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None, **masking) -> torch.Tensor:
+        """The input sequence of the first block (B, [1 +] T, D)."""
+        tokens = self.embedding(x, missing_channels, **masking)
+        if self.has_cls:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        return tokens
+
+    def layer_outputs(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None,
+                      **masking) -> list[torch.Tensor]:
+        """Every block's output through the final LayerNorm, first block first: ``depth`` x (B, tokens, D)."""
+        sequence, outputs = self.embed(x, missing_channels, **masking), []
+        for block in self.blocks:
+            sequence = block(sequence)
+            outputs.append(self.norm(sequence))
+        return outputs
+
+    def forward(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None,
+                masked_steps: torch.Tensor | None = None, mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, [1 +] T, D) tokens of the last block through the final LayerNorm."""
+        sequence = self.embed(x, missing_channels, masked_steps=masked_steps, mask_token=mask_token)
+        for block in self.blocks:
+            sequence = block(sequence)
+        return self.norm(sequence)
+
+
+class CausalEncoder(_TransformerEncoder):
+    """GPT-style decoder over the TR tokens (B, T, D): the output at t depends on TRs <= t only."""
+
+    causal, has_cls = True, False
+
+
+class BidirectionalEncoder(_TransformerEncoder):
+    """BERT-style encoder: (B, 1 + T, D), CLS first."""
+
+    causal, has_cls = False, True
+
+
+class LSTMEncoder(nn.Module):
+    """Stacked bidirectional LSTMs over the TR tokens; tokens (B, 1 + T, D): pooled state, hidden states."""
+
+    has_cls = True
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = TokenEmbedding(config)
+        self.layers = nn.ModuleList([nn.LSTM(config.width, config.width // 2, batch_first=True, bidirectional=True)
+                                     for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(config.width)
+
+    def states(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each layer's (B, T, D) output before any norm: its input plus its [forward, backward] hidden states."""
+        sequence, states = self.embedding(x, missing_channels), []
+        for layer in self.layers:
+            hidden, _ = layer(sequence)
+            sequence = sequence + hidden  # residual stacking, as the reference's skip connections
+            states.append(sequence)
+        return states
+
+    @staticmethod
+    def pooled(states: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, D): the mean over time, the autoencoder's bottleneck."""
+        return states.mean(dim=1)
+
+    def layer_outputs(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per layer (B, 1 + T, D) through the final LayerNorm: the pooled state, then the hidden states."""
+        return [self.norm(torch.cat([self.pooled(h)[:, None], h], dim=1)) for h in self.states(x, missing_channels)]
+
+    def forward(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.layer_outputs(x, missing_channels)[-1]
+
+
+class LSTMDecoder(nn.Module):
+    """A pooled state (B, D) -> a crop (B, C, T): an LSTM fed the state plus a time embedding at every step."""
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.state = nn.Linear(config.width, config.width)
+        self.time = nn.Embedding(config.n_time_bins, config.width)
+        nn.init.normal_(self.time.weight, std=0.02)
+        self.lstm = nn.LSTM(config.width, config.width, num_layers=config.decoder_depth, batch_first=True)
+        self.head = nn.Linear(config.width, config.n_channels)
+        self.register_buffer("bins", time_bins(config), persistent=False)
+
+    def forward(self, pooled: torch.Tensor, length: int) -> torch.Tensor:
+        inputs = self.state(pooled)[:, None, :] + self.time(self.bins[:length])[None]  # (B, T, D)
+        out, _ = self.lstm(inputs)
+        return self.head(out).transpose(1, 2)
+
+
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the entries where ``weight`` (bool, broadcastable) is True (0 if none)."""
+    weight = weight.expand_as(target).float()
+    return ((prediction.float() - target.float()).abs() * weight).sum() / weight.sum().clamp_min(1.0)
