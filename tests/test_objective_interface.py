@@ -48,6 +48,12 @@ def test_run_names_select_an_objective_and_a_size():
 def test_options_override_the_shared_training_keys_for_one_objective_only():
     settings = dict(SETTINGS, options={"semantoks": {"base_lr": 0.5}})
     assert run_settings(settings, "semantoks-tiny")["base_lr"] == 0.5
+    # another run listed, another objective's options changed: this run's settings stay the same
+    other = dict(settings, objectives=["semantoks-tiny", "jepa-tiny"],
+                 options={**settings["options"], "jepa": {"base_lr": 0.1}})
+    assert run_settings(other, "semantoks-tiny") == run_settings(dict(settings, objectives=["semantoks-tiny"]),
+                                                                 "semantoks-tiny")
+    assert run_settings(other, "jepa-tiny")["base_lr"] == 0.1
     with pytest.raises(TrainingError, match="unknown keys"):
         available_objectives()["semantoks"].check(dict(settings, options={"semantoks": {"nosuch": 1}}))
 

@@ -55,9 +55,15 @@ def parse_run_name(run: str) -> tuple[type, str]:
 
 def run_settings(pretrain: dict, run: str) -> dict:
     """The settings of one run: the ``pretrain`` section with the run's objective and size, and
-    the shared training keys the objective's defaults and ``pretrain.options`` set for it."""
+    the shared training keys the objective's defaults and ``pretrain.options`` set for it.
+
+    The list of runs and the other objectives' options are left out: listing another run, or
+    changing another objective's options, leaves this run's settings (and its Snakemake job) as
+    they were."""
     objective, size = parse_run_name(run)
     options = (pretrain.get("options") or {}).get(objective.name, {})
     training = {key: value for source in (objective.defaults, options) for key, value in source.items()
                 if key in TRAINING_KEYS}
-    return {**pretrain, **training, "objective": objective.name, "model": size}
+    shared = {key: value for key, value in pretrain.items() if key not in ("objectives", "options")}
+    return {**shared, **training, "options": {objective.name: options} if options else {},
+            "objective": objective.name, "model": size}
