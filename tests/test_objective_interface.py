@@ -89,3 +89,11 @@ def test_every_objective_trains_exports_and_is_probed_through_one_interface(name
     torch.manual_seed(SETTINGS["seed"])
     built = objective(settings, data).build().encoder.state_dict()
     assert all(torch.equal(start[key], built[key]) for key in built)
+
+
+def test_pretraining_data_takes_a_string_folder_and_an_array_of_subjects(shards):
+    from brainscale.objectives import PretrainingData
+
+    data = PretrainingData(str(shards), np.array(["a", "b"]), 0)
+    assert data.shard_folder == Path(shards) and data.subjects == ("a", "b")
+    assert len(data.network_map) == 457

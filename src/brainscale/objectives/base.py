@@ -54,6 +54,11 @@ class PretrainingData:
     subjects: tuple
     seed: int
 
+    def __post_init__(self):
+        # callers pass strings and arrays; objectives rely on a Path and a tuple of str
+        object.__setattr__(self, "shard_folder", Path(self.shard_folder))
+        object.__setattr__(self, "subjects", tuple(str(s) for s in self.subjects))
+
     @cached_property
     def mapping(self) -> dict:
         """The arrays of the shards' ``network_mapping.npz``."""
