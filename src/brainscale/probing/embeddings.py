@@ -1,10 +1,10 @@
 """Frozen-encoder features of the probe subjects, cached on disk.
 
-Protocol (the reference's evaluation): every run gives ``n_crops`` crops at evenly spaced
-starts, ``linspace(0, T - crop_length, n_crops)`` rounded; each crop is one row. Per
-transformer layer (through the final LayerNorm) a row holds the CLS token and the mean of the
-patch tokens (for an encoder without CLS, such as Brain-JEPA's, the token mean twice); the probing feature ``cls_avg`` is their concatenation, mean first. The last
-layer's features are the encoder's output features.
+Protocol (the reference's evaluation): every run gives ``n_crops`` crops at evenly spaced starts,
+``linspace(0, T - crop_length, n_crops)`` rounded; each crop is one row. Per transformer layer
+(through the final LayerNorm) a row holds the CLS token and the mean of the patch tokens (for an
+encoder without CLS, such as Brain-JEPA's, the token mean twice); the probing feature ``cls_avg`` is
+their concatenation, mean first. The last layer's features are the encoder's output features.
 
 Speed on CPU comes from reading each run once and cutting its crops in memory, and from
 encoding a crop only once when several starts coincide (runs shorter than a crop plus the

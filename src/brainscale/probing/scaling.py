@@ -1,15 +1,15 @@
 """From per-checkpoint probe metrics to scaling tables: score and gain over random init by size.
 
 The score of a task is its selection metric (balanced accuracy for classes, R2 for continuous
-targets) on the test subjects, with the ``cls_avg`` feature of the last layer for encoders
-(the reference's protocol). The spread is over pretraining seeds and probe split seeds; the
-band is a 95% t-interval of the mean. Encoders are told apart by ``model``, the run name
-``objective-size`` (``semantoks-tiny``, ``jepa-tiny``). The gain over random init pairs each
-pretrained score with the score of the same model's random weights on the same split seed
-(mean over random seeds), in percentage points; baselines and external checkpoints are
-compared with the random init of the reference model (the first configured run). A power law ``gain = a * n^b`` is fitted in log-log space when the mean
-gains of at least three sizes are positive; it is reported as fitting when b > 0 and the
-log-space R2 is at least 0.5.
+targets) on the test subjects, with the ``cls_avg`` feature of the last layer for encoders (the
+reference's protocol). The spread is over pretraining seeds and probe split seeds; the band is a 95%
+t-interval of the mean. Encoders are told apart by ``model``, the run name ``objective-size``
+(``semantoks-tiny``, ``jepa-tiny``). The gain over random init pairs each pretrained score with the
+score of the same model's random weights on the same split seed (mean over random seeds), in
+percentage points; baselines and external checkpoints are compared with the random init of the
+reference model (the first configured run). A power law ``gain = a * n^b`` is fitted in log-log
+space when the mean gains of at least three sizes are positive; it is reported as fitting when b > 0
+and the log-space R2 is at least 0.5.
 
 ``subject_reid`` (top-1 cross-run re-identification) is scored once on the whole probe pool
 (``split_seed`` -1), so its spread is over pretraining (and random-init) seeds only. The

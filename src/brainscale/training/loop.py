@@ -1,16 +1,17 @@
 """The pretraining loop: one objective, one subset of subjects, checkpoints that resume exactly.
 
 The loop does not know which objective it runs (``settings["objective"]``, see
-:mod:`brainscale.objectives`): the objective builds the model, draws its views and masks in
-the DataLoader workers, prepares each step's batch and returns its losses. the steps of ``pretrain.budget`` (see :mod:`.budget`: samples or steps, the same at every
-subset size, or the reference's epochs). Every random choice is a function of the seed and the
-position in training: the model initialisation of the seed, the subject order of
-``(seed, pass)``, an item's crops, augmentations and masks of ``(seed, pass, item)``, a step's
-draws (Brain-Semantoks: noise, the decision to mask) of ``(seed, step)``. A run resumed from a checkpoint therefore replays the same steps as an
-uninterrupted one, and N data-parallel processes take the same steps as one. Checkpoints are
-written atomically every ``budget.checkpoint_every``; a non-finite loss stops training with
-the step and the last good checkpoint named. Every ``monitor_every`` steps the log records
-the collapse monitors (:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
+:mod:`brainscale.objectives`): the objective builds the model, draws its views and masks in the
+DataLoader workers, prepares each step's batch and returns its losses. A run lasts the steps of
+``pretrain.budget`` (see :mod:`.budget`: samples or steps, the same at every subset size, or the
+reference's epochs). Every random choice is a function of the seed and the position in training: the
+model initialisation of the seed, the subject order of ``(seed, pass)``, an item's crops,
+augmentations and masks of ``(seed, pass, item)``, a step's draws (Brain-Semantoks: noise, the
+decision to mask) of ``(seed, step)``. A run resumed from a checkpoint therefore replays the same
+steps as an uninterrupted one, and N data-parallel processes take the same steps as one. Checkpoints
+are written atomically every ``budget.checkpoint_every``; a non-finite loss stops training with the
+step and the last good checkpoint named. Every ``monitor_every`` steps the log records the collapse
+monitors (:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
 """
 
 from __future__ import annotations
@@ -206,9 +207,8 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         log(f"resuming from {checkpoint_path} at step {step}")
     if rank == 0:  # the log restarts from the checkpoint's copy (Snakemake may have removed log.csv)
         _write_log(log_path, log_rows, columns)
-    views = settings["views"]["mode"] if objective.name == "semantoks" else "one"
     log(f"{objective.name}-{settings['model']}: {total_steps} steps of {batch_size} = {budget.samples} samples, "
-        f"{budget.passes(total_steps):.1f} passes over {len(subjects)} subjects; views {views}")
+        f"{budget.passes(total_steps):.1f} passes over {len(subjects)} subjects")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
