@@ -18,7 +18,8 @@ def test_demo_config_is_valid_and_defaults_are_filled():
     config = load_config(REPO / "config" / "config.yaml")
     simulate = config["simulate"]
     assert simulate["n_subjects"] == 230
-    assert config["splits"]["pretrain_sizes"] == [8, 16, 32, 64, 128]
+    assert config["splits"]["pretrain_sizes"] == [8, 32, 128]
+    assert config["pretrain"]["objectives"] == ["semantoks-tiny", "jepa-tiny", "mae-tiny"]
     assert config["probe"]["split_seeds"] == list(range(10))  # a default, not in the file
     assert simulate["bold_dtype"] == "int16"  # a default, not in the file
     assert [site["repetition_time"] for site in simulate["sites"]] == [2.0, 0.8, 1.5]

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..io import atomic_file, load_torch_file
-from ..objectives import PretrainingData, Step, get_objective
+from ..objectives import PretrainingData, Step, get_objective, run_settings
 from ..objectives.semantoks import model_config
 from ..shards.writer import MANIFEST
 from .budget import BatchStream, BudgetError, training_budget
@@ -144,7 +144,8 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     ----------
     settings : dict
         The ``pretrain`` config section of one run (:func:`brainscale.objectives.run_settings`):
-        ``objective`` (default ``semantoks``) and ``model``, the objective's size.
+        ``objective`` (default ``semantoks``) and ``model``, the objective's size. A whole section
+        (without ``model``) trains the first of its ``objectives``.
     shard_folder : path
         ``results/shards``.
     subjects : array of str
@@ -163,6 +164,11 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     subjects = [str(s) for s in subjects]
     if not subjects:
         raise TrainingError("the pretraining subset is empty: check splits.pretrain_sizes and the split files.")
+    if "model" not in settings:  # a whole pretrain section: its first run
+        if not settings.get("objectives"):
+            raise TrainingError("the settings name no run: pass run_settings(pretrain, 'objective-size') "
+                                "(brainscale.objectives) or a pretrain section with objectives.")
+        settings = run_settings(settings, settings["objectives"][0])
     settings = {"objective": "semantoks", **settings}
     objective_class = get_objective(settings["objective"])
     objective_class.check(settings)
