@@ -40,7 +40,8 @@ from torch import nn
 
 from ..training.errors import TrainingError
 
-__all__ = ["Objective", "PretrainingData", "Step", "TRAINING_KEYS", "token_features"]
+__all__ = ["Objective", "PretrainingData", "Step", "CropItems", "TRAINING_KEYS", "token_features",
+           "architecture_overrides", "item_generator"]
 
 #: Shared ``pretrain`` keys that an objective's defaults or options may set for that objective.
 TRAINING_KEYS = ("base_lr", "weight_decay", "momentum", "grad_clip")
@@ -104,7 +105,7 @@ class Objective(abc.ABC):
 
     def __init__(self, settings: dict, data: PretrainingData):
         self.settings, self.data = settings, data
-        self.options = {**self.defaults, **(settings.get("options") or {}).get(self.name, {})}
+        self.options = self.options_of(settings)
 
     # --- configuration -------------------------------------------------------------------------
     @classmethod
@@ -119,10 +120,15 @@ class Objective(abc.ABC):
             raise TrainingError(f"pretrain.objectives: {cls.name} has no size '{settings['model']}'; its sizes are "
                                 f"{sorted(cls.presets)} (write e.g. {cls.name}-{next(iter(cls.presets))}).")
 
-    def architecture(self) -> dict:
+    @classmethod
+    def options_of(cls, settings: dict) -> dict:
+        """The objective's ``defaults`` with ``pretrain.options.<name>`` over them."""
+        return {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}
+
+    @classmethod
+    def architecture(cls, settings: dict) -> dict:
         """The preset of the run's size with the non-null ``pretrain.architecture`` overrides."""
-        overrides = {k: v for k, v in (self.settings.get("architecture") or {}).items() if v is not None}
-        return {**self.presets[self.settings["model"]], **overrides}
+        return {**cls.presets[settings["model"]], **architecture_overrides(settings)}
 
     # --- what the loop calls ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -152,6 +158,40 @@ class Objective(abc.ABC):
         """The exported encoder of a freshly built model of ``seed`` (the random-init baseline)."""
         torch.manual_seed(seed)
         return self.build().encoder.eval()
+
+
+def architecture_overrides(settings: dict) -> dict:
+    """The non-null keys of ``pretrain.architecture``."""
+    return {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+
+
+def item_generator(seed: int, epoch: int, item: int) -> torch.Generator:
+    """The generator of one training item's draws (masks, orders, pairs): a function of ``(seed, pass, item)``."""
+    return torch.Generator().manual_seed(hash((int(seed), int(epoch), int(item))) % (2**62))
+
+
+class CropItems(torch.utils.data.Dataset):
+    """Items of one random crop per subject of a ``ShardDataset(views=1)``, keyed by ``(pass, item)``
+    (or an item of the current pass, see ``set_epoch``): ``(x (C, T), missing (C,))`` plus what
+    :meth:`draw` adds from the item's generator (:func:`item_generator`)."""
+
+    def __init__(self, crops, *, seed: int):
+        self.crops, self.seed = crops, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.crops.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, key):
+        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
+        x, missing, _ = self.crops[(epoch, item)]
+        return self.draw(x, missing, int(epoch), int(item))
+
+    def draw(self, x: torch.Tensor, missing: torch.Tensor, epoch: int, item: int) -> tuple:
+        """The item: the crop and its missing channels, and the objective's draws of ``(seed, epoch, item)``."""
+        return x, missing
 
 
 def token_features(encoder: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

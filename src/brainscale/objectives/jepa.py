@@ -63,12 +63,11 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..models.jepa import ConfigurationError, JEPAConfig, JEPAEncoder, JEPAPredictor, mask_indices, select_tokens
 from ..shards.writer import GROUPS
 from ..training.errors import TrainingError
-from .base import Objective
+from .base import CropItems, Objective, item_generator
 from .gradients import subset_gradients
 
 __all__ = ["BrainJEPA", "BlockMasking", "JEPATraining", "MaskedCrops", "PRESETS", "jepa_loss"]
@@ -225,26 +224,16 @@ class BlockMasking:
                     context=context)
 
 
-class MaskedCrops(Dataset):
-    """Wrap a ``ShardDataset(views=1)``: items are (x (C, T), missing (C,), context (C, P), targets (C, P)).
-
-    Keys are ``(pass, item)`` pairs (or an item of the current pass, see ``set_epoch``); the
-    masks come from a generator of ``(seed, pass, item)``.
-    """
+class MaskedCrops(CropItems):
+    """Items (x (C, T), missing (C,), context (C, P), targets (C, P)) keyed by ``(pass, item)``; the
+    masks come from the generator of ``(seed, pass, item)``."""
 
     def __init__(self, crops, *, n_patches: int, masking: BlockMasking, seed: int):
-        self.crops, self.n_patches, self.masking, self.seed = crops, n_patches, masking, seed
+        super().__init__(crops, seed=seed)
+        self.n_patches, self.masking = n_patches, masking
 
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, key):
-        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
-        x, missing, _ = self.crops[(epoch, item)]
-        generator = torch.Generator().manual_seed(hash((int(self.seed), int(epoch), int(item))) % (2**62))
+    def draw(self, x, missing, epoch: int, item: int) -> tuple:
+        generator = item_generator(self.seed, epoch, item)
         context, targets = self.masking.draw(x.shape[0], self.n_patches, generator=generator, missing=missing)
         return x, missing, context, targets
 
@@ -313,16 +302,11 @@ class BrainJEPA(Objective):
     defaults = {**MASK_DEFAULTS, "base_lr": 0.032, "weight_decay": [0.04, 0.4], "momentum": [0.996, 1.0]}
 
     @classmethod
-    def _architecture(cls, settings: dict) -> dict:
-        overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
-        return {**cls.presets[settings["model"]], **overrides}
-
-    @classmethod
     def check(cls, settings: dict) -> None:
         """Reject an architecture or mask setting that cannot train (TrainingError naming the key)."""
         super().check(settings)
         run = f"jepa-{settings['model']}"
-        architecture = cls._architecture(settings)
+        architecture = cls.architecture(settings)
         known = {f.name for f in fields(JEPAConfig)} - {"network_map"}
         unknown = sorted(set(architecture) - known)
         if unknown:
@@ -336,7 +320,7 @@ class BrainJEPA(Objective):
             config = JEPAConfig(**architecture)
         except ConfigurationError as error:
             raise TrainingError(f"pretrain.architecture for {run}: {error}") from None
-        options = {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}
+        options = cls.options_of(settings)
         try:
             problem = BlockMasking.from_options(options).problem(N_CHANNELS, config.n_patches)
         except (TypeError, ValueError):
@@ -345,7 +329,7 @@ class BrainJEPA(Objective):
             raise TrainingError(f"pretrain.options.jepa: {problem}.")
 
     def config(self) -> JEPAConfig:
-        architecture = self._architecture(self.settings)
+        architecture = self.architecture(self.settings)
         network_map = self.data.network_map
         n_gradients = min(architecture.get("n_gradients", 30), len(network_map) - 1)
         return JEPAConfig(**{**architecture, "n_gradients": n_gradients, "network_map": network_map})

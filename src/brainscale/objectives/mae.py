@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..models.mae import MAE_SIZES, MAEConfig, MAEEncoder, MAETraining
 from ..models.semantoks import ConfigurationError
 from ..shards.reader import ShardDataset
 from ..shards.writer import GROUPS
 from ..training.errors import TrainingError
-from .base import Objective
+from .base import CropItems, Objective, architecture_overrides, item_generator
 
 __all__ = ["BrainLMMAE", "MaskedCrops", "mask_counts", "draw_token_masks"]
 
@@ -85,28 +84,18 @@ def draw_token_masks(missing: torch.Tensor, n_patches: int, n_visible: int,
     return order[:n_visible].sort().values, order[n_visible:].sort().values
 
 
-class MaskedCrops(Dataset):
-    """Wrap a ``ShardDataset(views=1)``: items are (x (C, T), missing (C,), visible (V,), masked (M,)).
-
-    Keys are ``(pass, item)`` pairs (or an item of the current pass, see ``set_epoch``); the
-    masks come from a generator of ``(seed, pass, item)``.
-    """
+class MaskedCrops(CropItems):
+    """Items (x (C, T), missing (C,), visible (V,), masked (M,)) keyed by ``(pass, item)``; the masks
+    come from the generator of ``(seed, pass, item)``."""
 
     def __init__(self, crops: ShardDataset, *, n_patches: int, mask_ratio: float, seed: int, n_channels: int):
-        self.crops, self.n_patches, self.seed = crops, n_patches, seed
+        super().__init__(crops, seed=seed)
+        self.n_patches = n_patches
         self.n_visible, self.n_masked = mask_counts(n_channels * n_patches, mask_ratio)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, key):
-        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
-        x, missing, _ = self.crops[(epoch, item)]
-        generator = torch.Generator().manual_seed(hash((int(self.seed), int(epoch), int(item))) % (2**62))
-        visible, masked = draw_token_masks(missing, self.n_patches, self.n_visible, generator)
+    def draw(self, x, missing, epoch: int, item: int) -> tuple:
+        visible, masked = draw_token_masks(missing, self.n_patches, self.n_visible,
+                                           item_generator(self.seed, epoch, item))
         return x, missing, visible, masked
 
 
@@ -119,7 +108,7 @@ class BrainLMMAE(Objective):
     def check(cls, settings: dict) -> None:
         super().check(settings)
         config = cls._config_of(settings, None)
-        ratio = {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}["mask_ratio"]
+        ratio = cls.options_of(settings)["mask_ratio"]
         try:
             mask_counts(N_CHANNELS * config.n_patches, float(ratio))
         except (TypeError, ValueError) as error:
@@ -129,7 +118,7 @@ class BrainLMMAE(Objective):
     @classmethod
     def _config_of(cls, settings: dict, network_map: list[int] | None) -> MAEConfig:
         """The run's MAEConfig: its preset with the non-null ``pretrain.architecture`` overrides."""
-        overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+        overrides = architecture_overrides(settings)
         preset = cls.presets[settings["model"]]
         token_width = overrides.pop("token_width", None)
         width = overrides.get("width", preset["width"])

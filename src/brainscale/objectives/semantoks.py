@@ -18,7 +18,7 @@ from ..training.distillation import SelfDistillation
 from ..training.errors import TrainingError
 from ..training.schedules import network_loss_weight
 from ..training.views import AugmentedViews
-from .base import Objective, Step
+from .base import Objective, Step, architecture_overrides
 
 __all__ = ["BrainSemantoks", "SemantoksTraining", "model_config"]
 
@@ -28,8 +28,7 @@ def model_config(settings: dict, network_map: list[int]) -> SemantoksConfig:
     size = settings["model"]
     if size not in MODEL_SIZES:
         raise TrainingError(f"pretrain.model '{size}' is not one of {sorted(MODEL_SIZES)}.")
-    overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
-    return SemantoksConfig(**{**MODEL_SIZES[size], **overrides, "network_map": network_map})
+    return SemantoksConfig(**{**MODEL_SIZES[size], **architecture_overrides(settings), "network_map": network_map})
 
 
 class SemantoksTraining(SelfDistillation):
@@ -79,7 +78,7 @@ class BrainSemantoks(Objective):
     @classmethod
     def check(cls, settings: dict) -> None:
         super().check(settings)
-        architecture = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+        architecture = architecture_overrides(settings)
         try:
             SemantoksConfig(**{**MODEL_SIZES[settings["model"]], **architecture})
         except ValueError as error:

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..models.sequence import BidirectionalEncoder, TransformerConfig, masked_l1
 from ..shards.reader import pad_crop
 from ..training.errors import TrainingError
+from .base import CropItems, item_generator
 from .sequence import SequenceObjective, rounded_count
 
 __all__ = ["SequencePairs", "BERTTraining", "SequenceBERT", "item_generator", "step_mask", "check_ratio",
@@ -58,11 +58,6 @@ __all__ = ["SequencePairs", "BERTTraining", "SequenceBERT", "item_generator", "s
 MIN_PAIR_CROP = 4
 
 
-def item_generator(seed: int, epoch: int, item: int) -> torch.Generator:
-    """The generator of one item's draws (is-next label, other place, mask)."""
-    return torch.Generator().manual_seed(hash((int(seed), int(epoch), int(item))) % (2**62))
-
-
 def step_mask(generator: torch.Generator, missing: torch.Tensor, *, length: int, count: int) -> torch.Tensor:
     """(length,) bool: ``count`` TRs drawn without replacement."""
     mask = torch.zeros(length, dtype=torch.bool)
@@ -70,7 +65,7 @@ def step_mask(generator: torch.Generator, missing: torch.Tensor, *, length: int,
     return mask
 
 
-class SequencePairs(Dataset):
+class SequencePairs(CropItems):
     """Items ``(x (C, T), missing (C,), mask, is_next ())`` of a ``ShardDataset`` (module docstring).
 
     ``draw_mask(generator, missing)`` draws the item's mask ((T,) TRs or (C,) channels) after
@@ -78,17 +73,10 @@ class SequencePairs(Dataset):
     """
 
     def __init__(self, crops, *, seed: int, draw_mask):
-        self.crops, self.seed, self.draw_mask = crops, seed, draw_mask
+        super().__init__(crops, seed=seed)
+        self.draw_mask = draw_mask
 
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, key):
-        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
-        x, missing, _ = self.crops[(epoch, item)]
+    def draw(self, x, missing, epoch: int, item: int) -> tuple:
         generator = item_generator(self.seed, epoch, item)
         is_next = bool(torch.rand((), generator=generator) < 0.5)
         if not is_next:

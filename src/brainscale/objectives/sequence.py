@@ -1,6 +1,6 @@
 """What the token-per-TR objectives share (learning-from-brains: CSM, Seq-BERT, Network-BERT,
 autoencoder): the TR of the crops, the presets of the GPT- and BERT-style models, the
-architecture overrides and their checks, and the crops dataset.
+architecture overrides and their checks; the crops come from :class:`~.base.CropItems`.
 
 :class:`SequenceObjective` has no ``name``: it is not a run of its own. Each objective module
 (``csm``, ``seqbert``, ``netbert``, ``autoencoder``) subclasses it. What they share:
@@ -24,15 +24,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from torch.utils.data import Dataset
-
 from ..models.semantoks import reference_network_map
 from ..models.sequence import ConfigurationError, TransformerConfig
 from ..shards.writer import MANIFEST
 from ..training.errors import TrainingError
-from .base import Objective
+from .base import CropItems, Objective, architecture_overrides
 
-__all__ = ["DEFAULT_TR", "TRANSFORMER_PRESETS", "SequenceObjective", "SequenceCrops", "recorded_tr", "rounded_count"]
+__all__ = ["DEFAULT_TR", "TRANSFORMER_PRESETS", "SequenceObjective", "recorded_tr", "rounded_count"]
 
 #: The pipeline's target TR (s), for shards that do not record theirs.
 DEFAULT_TR = 2.0
@@ -60,23 +58,6 @@ def rounded_count(ratio: float, total: int) -> int:
     return int(math.floor(ratio * total + 0.5))
 
 
-class SequenceCrops(Dataset):
-    """Items ``(x (C, T), missing (C,))``: one random crop per subject of a ``ShardDataset``."""
-
-    def __init__(self, crops):
-        self.crops = crops
-
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, key):
-        x, missing, _ = self.crops[key]
-        return x, missing
-
-
 class SequenceObjective(Objective):
     """The shared part of the token-per-TR objectives (module docstring); no ``name``, not a run."""
 
@@ -85,13 +66,9 @@ class SequenceObjective(Objective):
 
     # --- configuration -------------------------------------------------------------------------
     @classmethod
-    def resolved_options(cls, settings: dict) -> dict:
-        return {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}
-
-    @classmethod
     def check(cls, settings: dict) -> None:
         super().check(settings)
-        options = cls.resolved_options(settings)
+        options = cls.options_of(settings)
         tr = options.get("tr")
         if tr is not None and (isinstance(tr, bool) or not isinstance(tr, (int, float)) or tr <= 0):
             raise TrainingError(f"pretrain.options.{cls.name}.tr must be a TR in seconds (> 0) or null (the "
@@ -108,7 +85,7 @@ class SequenceObjective(Objective):
     def make_config(cls, settings: dict, *, tr: float, network_map: list[int]):
         """The encoder config of the run's size with the ``pretrain.architecture`` overrides."""
         allowed = sorted(f.name for f in fields(cls.config_class) if f.name not in _DERIVED)
-        overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+        overrides = architecture_overrides(settings)
         foreign = sorted(set(overrides) - set(allowed))
         if foreign:
             raise TrainingError(f"pretrain.architecture.{foreign[0]} does not apply to {cls.name} (one token per TR): "
@@ -134,5 +111,6 @@ class SequenceObjective(Objective):
     def config(self):
         return self.make_config(self.settings, tr=self.tr, network_map=self.data.network_map)
 
-    def dataset(self) -> Dataset:
-        return SequenceCrops(self.data.crops(self.config().crop_length, preload=self.settings["preload"]))
+    def dataset(self) -> CropItems:
+        return CropItems(self.data.crops(self.config().crop_length, preload=self.settings["preload"]),
+                         seed=self.data.seed)

@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..io import atomic_file
 from ..models.semantoks import ConfigurationError
@@ -56,7 +55,7 @@ from ..models.shuffled import ShuffledConfig, ShuffledEncoder, ShuffledTraining
 from ..shards.reader import ShardDataset
 from ..shards.writer import MANIFEST, sha256_of
 from ..training.errors import TrainingError
-from .base import Objective
+from .base import CropItems, Objective, item_generator
 
 __all__ = ["PRESETS", "PatchCodebook", "ShuffledAutoregression", "ShuffledCrops", "codebook_key"]
 
@@ -192,28 +191,20 @@ def codebook_key(subjects, shard_folder: Path, *, vocabulary: int, patch_length:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-class ShuffledCrops(Dataset):
+class ShuffledCrops(CropItems):
     """Items (x (C, T), missing (C,), order (M,) long[, codes (N, P) long]) keyed by ``(pass, item)``."""
 
     def __init__(self, crops: ShardDataset, config: ShuffledConfig, *, seed: int,
                  codebook: PatchCodebook | None = None):
-        self.crops, self.seed, self.codebook = crops, seed, codebook
+        super().__init__(crops, seed=seed)
+        self.codebook = codebook
         self.n_tokens, self.channels = config.n_tokens, config.channels_of_network()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
 
     def order(self, epoch: int, item: int) -> torch.Tensor:
         """(M,) the token order of one item: a permutation of ``(seed, pass, item)``."""
-        generator = torch.Generator().manual_seed(hash((int(self.seed), int(epoch), int(item))) % (2**62))
-        return torch.randperm(self.n_tokens, generator=generator)
+        return torch.randperm(self.n_tokens, generator=item_generator(self.seed, epoch, item))
 
-    def __getitem__(self, key):
-        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
-        x, missing, _ = self.crops[(epoch, item)]
+    def draw(self, x, missing, epoch: int, item: int) -> tuple:
         order = self.order(epoch, item)
         if self.codebook is None:
             return x, missing, order
@@ -231,19 +222,14 @@ class ShuffledAutoregression(Objective):
                 "base_lr": 0.032, "weight_decay": [0.05, 0.05]}
 
     @classmethod
-    def _architecture(cls, settings: dict) -> dict:
-        overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
-        return {**cls.presets[settings["model"]], **overrides}
-
-    @classmethod
     def check(cls, settings: dict) -> None:
         """Reject an architecture or option that cannot train (TrainingError naming the key and the fix)."""
         super().check(settings)
         try:
-            ShuffledConfig(**cls._architecture(settings))
+            ShuffledConfig(**cls.architecture(settings))
         except (ConfigurationError, TypeError) as error:
             raise TrainingError(f"pretrain.architecture of shuffled-{settings['model']}: {error}") from None
-        options = {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}
+        options = cls.options_of(settings)
         if options["target"] not in ("codes", "continuous"):
             raise _option_error("target", f"'{options['target']}' is not codes (k-means codes, cross-entropy) or "
                                           "continuous (patch values, MSE).")
@@ -260,7 +246,7 @@ class ShuffledAutoregression(Objective):
                                                   "<shard folder>/../cache/codebooks.")
 
     def config(self) -> ShuffledConfig:
-        return ShuffledConfig(**self._architecture(self.settings), network_map=self.data.network_map)
+        return ShuffledConfig(**self.architecture(self.settings), network_map=self.data.network_map)
 
     def build(self) -> ShuffledTraining:
         return ShuffledTraining(self.config(), target=self.options["target"], vocabulary=self.options["vocabulary"])
