@@ -231,3 +231,25 @@ def test_collapse_monitors_tell_collapse_from_spread():
     assert collapse_monitors(line)["cls_rank"] < 1.5
     with pytest.raises(ValueError, match="samples >= 2"):
         collapse_monitors(torch.randn(1, 32))
+    diverged = torch.randn(8, 32, generator=generator)
+    diverged[3, 5] = float("nan")
+    assert all(np.isnan(value) for value in collapse_monitors(diverged).values())
+
+
+def test_losses_come_back_to_the_host_only_at_monitors_and_checkpoints(shards, tmp_path, monkeypatch):
+    """A GPU step must not wait for the host: the loop reads losses back in one transfer per window
+    (here monitor_every 3 and a checkpoint every 2 steps over 8 steps: after steps 0, 1, 3, 5, 6, 7)."""
+    transfers = []
+    real_cpu = torch.Tensor.cpu
+
+    def counted(tensor, *args, **kwargs):
+        transfers.append(tuple(tensor.shape))
+        return real_cpu(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counted)
+    pretrain(SETTINGS, shards, subjects_of(shards)[:4], tmp_path / "run", log=lambda line: None)
+    windows = [shape[0] for shape in transfers if len(shape) == 2 and shape[1] == 4]  # (steps, total + 3 terms)
+    assert windows == [1, 1, 2, 2, 1, 1]
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log["step"]) == list(range(8))
+    assert ((log["data_wait"] >= 0) & (log["data_wait"] <= 1)).all() and (log["samples_per_s"] > 0).all()

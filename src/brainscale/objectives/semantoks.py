@@ -111,11 +111,11 @@ class BrainSemantoks(Objective):
         views = views.to(step.device, non_blocking=True)
         views = views + _noise(tuple(views.shape), step.positions, step.global_batch, step.seed, step.step,
                                step.device)
-        masks = masks.to(step.device) if use_masks else None
+        masks = masks.to(step.device, non_blocking=True) if use_masks else None
         options = {"network_weight": network_loss_weight(step.step, weight=self.settings["network_weight"],
                                                          decay_steps=step.budget.network_decay_steps),
                    "mask_weight": self.settings["mask_weight"], "eps": self.settings["eps"], "world_size": step.world_size}
-        return (views, missing.to(step.device), masks), options
+        return (views, missing.to(step.device, non_blocking=True), masks), options
 
     def monitor_features(self, model: SemantoksTraining, tensors: tuple) -> torch.Tensor:
         """(2B, D) teacher CLS tokens of the step's views."""

@@ -28,6 +28,8 @@ def collapse_monitors(cls: torch.Tensor) -> dict[str, float]:
     if cls.ndim != 2 or cls.shape[0] < 2:
         raise ValueError(f"collapse monitors need (samples >= 2, D) tokens, received shape {tuple(cls.shape)}")
     unit = F.normalize(cls.float(), dim=-1)
+    if not bool(torch.isfinite(unit).all()):  # diverged weights: the loop's loss check names the step
+        return {"cls_std": float("nan"), "cls_rank": float("nan")}
     spread = float(unit.std(dim=0).mean()) * math.sqrt(unit.shape[1])
     singular = torch.linalg.svdvals(unit - unit.mean(dim=0))
     if float(singular.sum()) <= 0:

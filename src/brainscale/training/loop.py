@@ -9,8 +9,11 @@ model initialisation of the seed, the subject order of ``(seed, pass)``, an item
 augmentations and masks of ``(seed, pass, item)``, a step's draws (Brain-Semantoks: noise, the
 decision to mask) of ``(seed, step)``. A run resumed from a checkpoint therefore replays the same
 steps as an uninterrupted one, and N data-parallel processes take the same steps as one. Checkpoints
-are written atomically every ``budget.checkpoint_every``; a non-finite loss stops training with the
-step and the last good checkpoint named. Every ``monitor_every`` steps the log records the collapse
+are written atomically every ``budget.checkpoint_every``. Losses stay on the device until the next
+monitor or checkpoint step, where they come back in one host sync; a non-finite one then stops
+training, with its step and the last good checkpoint named, before anything is saved. ``log.csv``
+gives each step the throughput (``samples_per_s``) and the share of wall time spent waiting for the
+DataLoader (``data_wait``) of the window between two such syncs. Every ``monitor_every`` steps the log records the collapse
 monitors (:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -49,7 +53,7 @@ LEGACY_FORMATS = {"brainscale-semantoks-encoder-1": "semantoks"}
 def log_columns(loss_terms) -> list[str]:
     """The columns of ``log.csv`` for an objective with these loss terms."""
     return ["step", "samples_seen", "passes", "loss", *loss_terms, "lr", "weight_decay", "momentum",
-            "samples_per_s", *MONITOR_COLUMNS]
+            "samples_per_s", "data_wait", *MONITOR_COLUMNS]
 
 
 def network_map_of(shard_folder: str | Path) -> list[int]:
@@ -222,10 +226,35 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
     forward = torch.compile(forward) if settings["compile"] else forward
     last_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
     shares = stream.shares(range(step, last_step), rank * local_batch, local_batch)  # this process's part
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=shares, num_workers=settings["num_workers"])
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=shares, num_workers=settings["num_workers"],
+                                         pin_memory=device.type == "cuda")
     positions = list(range(rank * local_batch, (rank + 1) * local_batch))
     model.train()
     rows = []
+    # Steps whose losses are still on the device: read back together at the next monitor or checkpoint
+    # (one host sync there instead of several per step, so that a GPU never waits for the host).
+    pending: list[tuple] = []
+    window = {"started": time.perf_counter(), "data_wait": 0.0}
+    missing_term = torch.full((), float("nan"), device=device)
+
+    def flush() -> None:
+        """Log the pending steps; stop at the first non-finite loss before anything is saved."""
+        if not pending:
+            return
+        values = torch.stack([terms for *_, terms, _ in pending]).float().cpu().tolist()
+        elapsed = time.perf_counter() - window["started"]
+        for (done, lr, weight_decay, momentum, _, monitors), terms in zip(pending, values):
+            if not math.isfinite(terms[0]):
+                last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no checkpoint written yet)"
+                raise TrainingError(f"non-finite loss at step {done} (pass {stream.pass_of(done)}); training "
+                                    f"stopped. Last good checkpoint: {last}. Lower pretrain.base_lr or check "
+                                    "the shards.")
+            # throughput and the share of time spent waiting for the loader, over the window
+            rows.append([done, (done + 1) * batch_size, budget.passes(done + 1), *terms, lr, weight_decay,
+                         momentum, batch_size * len(pending) / elapsed, window["data_wait"] / elapsed, *monitors])
+        pending.clear()
+        progress.set_postfix(loss=f"{rows[-1][3]:.4f}")
+        window.update(started=time.perf_counter(), data_wait=0.0)
 
     def save_checkpoint() -> None:
         log_rows.extend(rows)
@@ -237,10 +266,15 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         if world_size > 1:
             dist.barrier()  # the checkpoint is complete before any process goes on
 
-    progress = tqdm(loader, desc="pretraining", initial=step, total=total_steps, leave=False,
+    progress = tqdm(desc="pretraining", initial=step, total=total_steps, leave=False,
                     disable=rank != 0 or not sys.stderr.isatty())
-    for batch in progress:
-        started = time.perf_counter()
+    batches = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        window["data_wait"] += time.perf_counter() - asked
+        if batch is None:
+            break
         tensors, options = objective.prepare(batch, Step(step=step, budget=budget, device=device, positions=positions,
                                                          global_batch=batch_size, seed=seed, world_size=world_size))
         lr = learning_rate(step, base=base_lr, warmup_steps=budget.warmup_steps, total_steps=total_steps)
@@ -250,10 +284,6 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
             group["lr"], group["weight_decay"] = lr, weight_decay
         optimizer.zero_grad(set_to_none=True)
         losses = _accumulate_gradients(forward, tensors, settings["accumulate"], autocast, **options)
-        if not torch.isfinite(losses["total"]):
-            last = str(checkpoint_path) if checkpoint_path.is_file() else "none (no checkpoint written yet)"
-            raise TrainingError(f"non-finite loss at step {step} (pass {stream.pass_of(step)}); training stopped. "
-                                f"Last good checkpoint: {last}. Lower pretrain.base_lr or check the shards.")
         torch.nn.utils.clip_grad_norm_(parameters, settings["grad_clip"])
         optimizer.step()
         momentum = float("nan")
@@ -263,18 +293,23 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
             for target, online in ema_pairs:
                 ema_update(target, online, momentum)
         # NaN: a term this step did not apply
-        terms = [float(losses[k]) if k in losses else float("nan") for k in ("total", *objective.loss_terms)]
+        terms = torch.stack([losses.get(k, missing_term).float() for k in ("total", *objective.loss_terms)])
+        monitored = step % settings["monitor_every"] == 0 or step + 1 == total_steps
         monitors = [float("nan")] * len(MONITOR_COLUMNS)
-        if step % settings["monitor_every"] == 0 or step + 1 == total_steps:
+        if monitored:
             values = collapse_monitors(objective.monitor_features(model, tensors))
             monitors = [values[name] for name in MONITOR_COLUMNS]
+        pending.append((step, lr, weight_decay, momentum, terms, monitors))
         step += 1
-        rows.append([step - 1, step * batch_size, budget.passes(step), *terms, lr, weight_decay, momentum,
-                     batch_size / (time.perf_counter() - started), *monitors])
-        progress.set_postfix(loss=f"{rows[-1][3]:.4f}")
-        if step % budget.checkpoint_every_steps == 0 or step in (total_steps, last_step):
+        progress.update()
+        checkpointed = step % budget.checkpoint_every_steps == 0 or step in (total_steps, last_step)
+        if monitored or checkpointed:
+            flush()
+        if checkpointed:
             save_checkpoint()
             log(f"step {step}/{total_steps}: loss {log_rows[-1][3]:.4f}")
+    flush()  # nothing is pending here unless the loader stopped early
+    progress.close()
     if step < total_steps:
         return None
     export = output_dir / "encoder.pt"
