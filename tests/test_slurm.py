@@ -23,6 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = REPO / "tests" / "configs" / "minimal.yaml"
+ONE_OBJECTIVE = REPO / "tests" / "configs" / "slurm.yaml"
 TEST_LAYER = REPO / "tests" / "slurm-profile"
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# written by brainscale tests/test_slurm.py"
@@ -149,7 +150,7 @@ def slurm_cluster(tmp_path_factory):
 def snakemake_on_slurm(workdir: Path, *targets, configfiles=()) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "slurm"),
-         "--workflow-profile", str(TEST_LAYER), "--configfile", str(MINIMAL), *map(str, configfiles)],
+         "--workflow-profile", str(TEST_LAYER), "--configfile", str(MINIMAL), str(ONE_OBJECTIVE), *map(str, configfiles)],
         cwd=workdir, capture_output=True, text=True, timeout=1800)
 
 
