@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Issue 15's device session, prepared on CPU: one call on a machine with one H100/H200 and 16 cores,
-# run from the repository root with the wheels of benchmarks/device/wheels.txt in .whl/:
+# Issue 15's device session, prepared on CPU for one H100/H200 with 16 cores, in two calls of at most
+# 10 minutes on the same (warm) machine, run from the repository root with the wheels of
+# benchmarks/device/wheels.txt in .whl/:
 #
-#   bash benchmarks/device/fetch_wheels.sh          # here, once (writes .whl/, ignored by git)
-#   device run, carry [".whl"], timeout_s 600:
-#     COMMIT=$(git rev-parse HEAD) bash benchmarks/device/gpu_session.sh   (COMMIT given on the command line)
+#   bash benchmarks/device/fetch_wheels.sh                 # here, once (writes .whl/, ignored by git)
+#   device run, carry [".whl"], timeout_s 600:  COMMIT=<sha> bash benchmarks/device/gpu_session.sh bench
+#   device run again at once (the machine stays warm 30 s and keeps runs/, which git ignores):
+#                                               COMMIT=<sha> bash benchmarks/device/gpu_session.sh study
 #
-# What it does, inside DEADLINE seconds (default 570), each phase under its own timeout so that the
-# results of the finished phases always come back:
-#   1. while the study's data are generated on 14 cores (simulate -> preprocess -> shards, splits),
-#      benchmarks/train_throughput.py on 2 cores and the GPU: base model, batch 512, the reference
-#      recipe against this project's (with and without torch.compile, SDPA's flash backend), MFU
-#      against the bf16 matmul peak measured in the same run, peak memory, a profiler summary;
-#   2. benchmarks/loader_wait.py on the study's shards: the share of a step spent waiting for data,
-#      preloaded and lazy, for several DataLoader worker counts, and the host syncs of a step;
-#   3. the rest of the study (config/gpu-study.yaml): pretraining at five sizes on the GPU, embeddings,
-#      probes, figures.
-# Everything comes back in $OUT: throughput.json, profile-brainscale.txt, loader_wait.json,
-# session.log and gpu-study.tar.gz (tables, figures, training logs and loss curves, Snakemake's log).
+# Each call ends inside DEADLINE seconds (default 570), each phase under its own timeout, so that what
+# the finished phases wrote always comes back in $OUT.
+#   bench  1. while the study's data are generated on 14 cores (simulate -> preprocess -> shards,
+#             splits), benchmarks/train_throughput.py on 2 cores and the GPU: base model, batch 512,
+#             the reference recipe against this project's (with and without torch.compile, SDPA's
+#             flash backend, flash-attn if installed), MFU against the bf16 matmul peak measured in
+#             the same run, peak memory, a profiler summary (throughput.json, profile-brainscale.txt);
+#          2. benchmarks/loader_wait.py on the study's shards: the share of a step spent waiting for
+#             data, preloaded and lazy, for 0, 6 and 12 DataLoader workers, and the host syncs of a
+#             step (loader_wait.json);
+#   study  3. the rest of config/gpu-study.yaml (all of it on a fresh machine): pretraining at five
+#             sizes on the GPU, embeddings, probes, figures (gpu-study.tar.gz: tables, figures,
+#             training logs and loss curves, Snakemake's logs).
+# Both write session.log. SMOKE=1 runs the same at toy scale on a CPU (benchmarks/device/smoke.yaml).
 set -uo pipefail
+PART=${1:-all}
+case "$PART" in bench|study|all) ;; *) echo "usage: gpu_session.sh bench|study|all"; exit 2 ;; esac
 OUT=${OUT:-/tmp/brainscale-device-out}
 DEADLINE=${DEADLINE:-570}
 STUDY=runs/gpu-study
@@ -66,22 +72,27 @@ snake() {  # snakemake on the study's folder; the arguments are targets and opti
 export -f snake
 export STUDY EXTRA_CONFIG PYTHON
 
-echo "== phase 1 at ${SECONDS}s: study data on 14 cores, throughput on 2 cores and the GPU"
-pin "$DATA_CPUS" bash -c 'snake --cores 14 results/shards results/splits' > "$OUT/study-data.log" 2>&1 &
-data_job=$!
-pin "$BENCH_CPUS" timeout "$(budget 360)" "$PYTHON" benchmarks/train_throughput.py --model "$MODEL" --batch "$BATCH" \
-    --steps 10 --warmup 3 --recipes reference brainscale brainscale-compile sdpa-flash flash-attn \
-    --profile brainscale --device "$DEVICE" --out "$OUT"
-wait $data_job || echo "study data failed: see study-data.log"
-tail -n 5 "$OUT/study-data.log"
+if [ "$PART" != study ]; then
+    echo "== phase 1 at ${SECONDS}s: study data on 14 cores, throughput on 2 cores and the GPU"
+    pin "$DATA_CPUS" timeout "$(budget 150)" bash -c 'snake --cores 14 results/shards results/splits' \
+        > "$OUT/study-data.log" 2>&1 &
+    data_job=$!
+    pin "$BENCH_CPUS" timeout "$(budget 240)" "$PYTHON" benchmarks/train_throughput.py --model "$MODEL" \
+        --batch "$BATCH" --steps 10 --warmup 3 --recipes reference brainscale brainscale-compile sdpa-flash \
+        flash-attn --profile brainscale --device "$DEVICE" --out "$OUT"
+    wait $data_job || echo "study data failed or ran out of time: see study-data.log"
+    tail -n 5 "$OUT/study-data.log"
 
-echo "== phase 2 at ${SECONDS}s: does the loader wait?"
-if [ -f "$STUDY/results/splits/pretrain_n-${LOADER_SUBSET}_seed-0.npy" ]; then
-    timeout "$(budget 300)" "$PYTHON" benchmarks/loader_wait.py --shards "$STUDY/results/shards" \
-        --subset "$STUDY/results/splits/pretrain_n-${LOADER_SUBSET}_seed-0.npy" --model "$MODEL" --batch "$BATCH" \
-        --steps 16 --workers 0 6 12 --readers preloaded lazy --device "$DEVICE" --out "$OUT"
+    echo "== phase 2 at ${SECONDS}s: does the loader wait?"
+    subset="$STUDY/results/splits/pretrain_n-${LOADER_SUBSET}_seed-0.npy"
+    if [ -f "$subset" ]; then
+        timeout "$(budget 10)" "$PYTHON" benchmarks/loader_wait.py --shards "$STUDY/results/shards" \
+            --subset "$subset" --model "$MODEL" --batch "$BATCH" --steps 16 --workers 0 6 12 \
+            --readers preloaded lazy --device "$DEVICE" --out "$OUT"
+    fi
 fi
-
-echo "== phase 3 at ${SECONDS}s: pretraining, embeddings, probes, figures"
-timeout "$(budget 15)" bash -c 'snake --cores 16'
+if [ "$PART" != bench ]; then
+    echo "== phase 3 at ${SECONDS}s: pretraining, embeddings, probes, figures"
+    timeout "$(budget 15)" bash -c 'snake --cores 16'
+fi
 echo "== done at ${SECONDS}s"
