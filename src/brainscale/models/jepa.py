@@ -25,15 +25,13 @@ position and returns ``Linear(D_pred -> D)`` of the target positions' outputs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .semantoks import Block, reference_network_map, sincos_embedding
 
-__all__ = ["JEPAConfig", "GradientPositions", "MaskedBlock", "JEPAEncoder", "JEPAPredictor", "select_tokens",
+__all__ = ["JEPAConfig", "GradientPositions", "JEPAEncoder", "JEPAPredictor", "select_tokens",
            "mask_indices"]
 
 
@@ -90,11 +88,6 @@ class JEPAConfig:
     def n_tokens(self) -> int:
         return self.n_channels * self.n_patches
 
-    def block_config(self, width: int) -> SimpleNamespace:
-        """What :class:`Block` reads, for a transformer of ``width`` with this config's heads."""
-        return SimpleNamespace(width=width, head_dim=width // self.heads, mlp_ratio=self.mlp_ratio,
-                               layerscale_init=self.layerscale_init)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -134,24 +127,6 @@ class GradientPositions(nn.Module):
         return torch.cat([time, spatial], dim=-1).reshape(self.n_channels * self.n_patches, 2 * half)
 
 
-class MaskedBlock(Block):
-    """:class:`Block` whose attention can ignore padded keys (``valid`` (B, T) bool, True = attend)."""
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        if valid is None:
-            return super().forward(x)
-        x = x + self.ls1(self._attend(self.norm1(x), valid))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-    def _attend(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        attention = self.attn
-        batch, tokens, width = x.shape
-        q, k, v = attention.qkv(x).view(batch, tokens, 3, attention.heads, width // attention.heads) \
-            .permute(2, 0, 3, 1, 4)  # (B, heads, T, head_dim) each
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
-        return attention.proj(out.transpose(1, 2).reshape(batch, tokens, width))
-
-
 def _init_weights(module: nn.Module) -> None:
     """Truncated-normal (0.02) linear weights and zero biases, as the reference ViT."""
     for layer in module.modules():
@@ -172,7 +147,8 @@ class JEPAEncoder(nn.Module):
         self.patch_embed = nn.Linear(config.patch_length, config.width)
         self.positions = GradientPositions(config, config.width)
         self.mask_embedding = nn.Parameter(torch.zeros(config.width))
-        self.blocks = nn.ModuleList([MaskedBlock(config.block_config(config.width)) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([Block(config.width, config.width // config.heads, config.mlp_ratio,
+                                           config.layerscale_init) for _ in range(config.depth)])
         self.norm = nn.LayerNorm(config.width)
         _init_weights(self)
         nn.init.trunc_normal_(self.mask_embedding, std=0.02)
@@ -233,7 +209,8 @@ class JEPAPredictor(nn.Module):
         self.embed = nn.Linear(config.width, width)
         self.positions = GradientPositions(config, width)
         self.mask_token = nn.Parameter(torch.zeros(width))
-        self.blocks = nn.ModuleList([MaskedBlock(config.block_config(width)) for _ in range(config.predictor_depth)])
+        self.blocks = nn.ModuleList([Block(width, width // config.heads, config.mlp_ratio, config.layerscale_init)
+                                     for _ in range(config.predictor_depth)])
         self.norm = nn.LayerNorm(width)
         self.projection = nn.Linear(width, config.width)
         _init_weights(self)

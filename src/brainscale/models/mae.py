@@ -88,16 +88,6 @@ MAE_SIZES = {
 }
 
 
-@dataclass(frozen=True)
-class _BlockShape:
-    """What :class:`~brainscale.models.semantoks.Block` reads of a config."""
-
-    width: int
-    head_dim: int
-    mlp_ratio: float
-    layerscale_init: float
-
-
 def standardise_coordinates(coordinates) -> torch.Tensor:
     """(C, 3) mm -> centred, scaled by one factor so that the mean squared norm is 3 (the shape
     of the brain kept, unit scale for ``Linear(3 -> D)``)."""
@@ -147,7 +137,6 @@ class MAEEncoder(nn.Module):
     def __init__(self, config: MAEConfig, coordinates=None):
         super().__init__()
         self.config = config
-        shape = _BlockShape(config.width, config.head_dim, config.mlp_ratio, config.layerscale_init)
         self.patch_embedding = nn.Linear(config.patch_length, config.width)
         if coordinates is None:
             standardised = torch.zeros(config.n_channels, 3)
@@ -160,7 +149,8 @@ class MAEEncoder(nn.Module):
         self.positions = _Positions(config.n_patches, config.width)
         self.cls_token = nn.Parameter(torch.randn(1, 1, config.width) * 0.02)
         self.missing_embedding = nn.Parameter(torch.randn(config.width) * 0.02)
-        self.blocks = nn.ModuleList([Block(shape) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([Block(config.width, config.head_dim, config.mlp_ratio, config.layerscale_init)
+                                     for _ in range(config.depth)])
         self.norm = nn.LayerNorm(config.width)
 
     def embed(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,11 +195,11 @@ class MAEDecoder(nn.Module):
         super().__init__()
         self.n_tokens = config.n_tokens
         width = config.decoder_width
-        shape = _BlockShape(width, config.decoder_head_dim, config.mlp_ratio, config.layerscale_init)
         self.project = nn.Linear(config.width, width)
         self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
         self.positions = _Positions(config.n_patches, width)
-        self.blocks = nn.ModuleList([Block(shape) for _ in range(config.decoder_depth)])
+        self.blocks = nn.ModuleList([Block(width, config.decoder_head_dim, config.mlp_ratio, config.layerscale_init)
+                                     for _ in range(config.decoder_depth)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, config.patch_length)
 

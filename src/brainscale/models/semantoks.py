@@ -165,16 +165,24 @@ class NetworkTokenizer(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, head_dim: int):
+    """Multi-head self-attention: over every token, causal (token t sees tokens <= t), or, given
+    ``valid`` (B, T) bool, over the valid keys only."""
+
+    def __init__(self, width: int, head_dim: int, *, qkv_bias: bool = False, causal: bool = False):
         super().__init__()
-        self.heads = width // head_dim
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.heads, self.causal = width // head_dim, causal
+        self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         batch, tokens, width = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = _attention(q, k, v)  # (B, heads, tokens, head_dim)
+        if valid is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
+        elif self.causal:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = _attention(q, k, v)  # (B, heads, tokens, head_dim)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
 
@@ -209,21 +217,25 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block with LayerScale."""
+    """Pre-LN transformer block, with LayerScale unless ``layerscale_init`` is None (the plain GPT block).
 
-    def __init__(self, config: SemantoksConfig):
+    The encoder of every objective is built of these; ``causal``, ``qkv_bias`` and the ``valid`` keys
+    of :class:`Attention` are what the peer models need.
+    """
+
+    def __init__(self, width: int, head_dim: int, mlp_ratio: float = 4.0, layerscale_init: float | None = 0.1, *,
+                 qkv_bias: bool = False, causal: bool = False):
         super().__init__()
-        width = config.width
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, config.head_dim)
-        self.ls1 = LayerScale(width, config.layerscale_init)
+        self.attn = Attention(width, head_dim, qkv_bias=qkv_bias, causal=causal)
+        self.ls1 = nn.Identity() if layerscale_init is None else LayerScale(width, layerscale_init)
         self.norm2 = nn.LayerNorm(width)
-        hidden = int(width * config.mlp_ratio)
+        hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-        self.ls2 = LayerScale(width, config.layerscale_init)
+        self.ls2 = nn.Identity() if layerscale_init is None else LayerScale(width, layerscale_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), valid))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -243,7 +255,8 @@ class SemantoksEncoder(nn.Module):
         self.register_buffer("patch_embedding", sincos_embedding(config.n_patches, config.width))
         self.cls_token = nn.Parameter(torch.randn(1, 1, config.width) * 0.02)
         self.mask_embedding = nn.Parameter(torch.randn(config.width) * 0.02)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([Block(config.width, config.head_dim, config.mlp_ratio, config.layerscale_init)
+                                     for _ in range(config.depth)])
         self.norm = nn.LayerNorm(config.width)
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ missing_channels=None)`` -> ``depth`` tensors (B, tokens, D) through the final L
   autoencoder's decoder reads; their ``mean`` is the mean of the normalised outputs).
   :class:`LSTMDecoder` turns a pooled state back into a crop.
 
-The blocks are pre-LN with LayerScale (as :class:`brainscale.models.semantoks.Block`;
-``layerscale_init`` = 1.0 makes them the plain GPT/BERT blocks at initialisation).
+The blocks are :class:`brainscale.models.semantoks.Block` (pre-LN, LayerScale; ``layerscale_init``
+= 1.0 makes them the plain GPT/BERT blocks at initialisation) with a bias on the q, k, v projection.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .semantoks import LayerScale, reference_network_map
+from .semantoks import Block, reference_network_map
 
 __all__ = ["ConfigurationError", "SequenceConfig", "TransformerConfig", "LSTMConfig", "time_bins", "TokenEmbedding",
-           "SelfAttention", "SequenceBlock", "CausalEncoder", "BidirectionalEncoder", "LSTMEncoder", "LSTMDecoder",
+           "CausalEncoder", "BidirectionalEncoder", "LSTMEncoder", "LSTMDecoder",
            "masked_l1"]
 
 
@@ -170,41 +169,6 @@ class TokenEmbedding(nn.Module):
         return tokens + self.time(self.bins[:length])[None]
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention, causal (token t sees tokens <= t) or full."""
-
-    def __init__(self, width: int, head_dim: int, *, causal: bool):
-        super().__init__()
-        self.heads, self.causal = width // head_dim, causal
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, width = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, heads, tokens, head_dim)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
-
-
-class SequenceBlock(nn.Module):
-    """Pre-LN transformer block with LayerScale, causal or not."""
-
-    def __init__(self, config: TransformerConfig, *, causal: bool):
-        super().__init__()
-        width = config.width
-        self.norm1 = nn.LayerNorm(width)
-        self.attn = SelfAttention(width, config.head_dim, causal=causal)
-        self.ls1 = LayerScale(width, config.layerscale_init)
-        self.norm2 = nn.LayerNorm(width)
-        hidden = int(width * config.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-        self.ls2 = LayerScale(width, config.layerscale_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
 class _TransformerEncoder(nn.Module):
     causal: bool
     has_cls: bool
@@ -215,7 +179,8 @@ class _TransformerEncoder(nn.Module):
         self.embedding = TokenEmbedding(config)
         if self.has_cls:
             self.cls_token = nn.Parameter(torch.randn(1, 1, config.width) * 0.02)
-        self.blocks = nn.ModuleList([SequenceBlock(config, causal=self.causal) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([Block(config.width, config.head_dim, config.mlp_ratio, config.layerscale_init,
+                                           qkv_bias=True, causal=self.causal) for _ in range(config.depth)])
         self.norm = nn.LayerNorm(config.width)
 
     def embed(self, x: torch.Tensor, missing_channels: torch.Tensor | None = None, **masking) -> torch.Tensor:

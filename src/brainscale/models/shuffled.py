@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .semantoks import ConfigurationError, reference_network_map, sincos_embedding
+from .semantoks import Block, ConfigurationError, reference_network_map, sincos_embedding
 
-__all__ = ["ShuffledConfig", "ShuffledEncoder", "ShuffledTraining", "CausalBlock", "code_loss", "patch_loss"]
+__all__ = ["ShuffledConfig", "ShuffledEncoder", "ShuffledTraining", "code_loss", "patch_loss"]
 
 
 @dataclass
@@ -98,36 +98,6 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class CausalAttention(nn.Module):
-    def __init__(self, width: int, head_dim: int):
-        super().__init__()
-        self.heads = width // head_dim
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, steps, width = x.shape
-        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, steps, head_dim)
-        return self.proj(out.transpose(1, 2).reshape(batch, steps, width))
-
-
-class CausalBlock(nn.Module):
-    """Pre-LN transformer block whose step k attends to steps 0..k only."""
-
-    def __init__(self, width: int, head_dim: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(width)
-        self.attn = CausalAttention(width, head_dim)
-        self.norm2 = nn.LayerNorm(width)
-        hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class ShuffledEncoder(nn.Module):
     """Per-network tokenizers, positions, next-position queries and the causal transformer."""
 
@@ -147,7 +117,7 @@ class ShuffledEncoder(nn.Module):
         self.query = nn.Linear(width, width)  # position -> next-position query
         self.start_token = nn.Parameter(torch.empty(width))
         self.mask_embedding = nn.Parameter(torch.empty(width))
-        self.blocks = nn.ModuleList([CausalBlock(width, config.head_dim, config.mlp_ratio)
+        self.blocks = nn.ModuleList([Block(width, config.head_dim, config.mlp_ratio, None, causal=True)
                                      for _ in range(config.depth)])
         self.norm = nn.LayerNorm(width)
         for parameter in (self.network_embedding, self.start_token, self.mask_embedding):
