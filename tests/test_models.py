@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from brainscale.models.reference import ReferenceImportError, import_reference_state_dict, map_reference_key
-from brainscale.models.semantoks import (MODEL_SIZES, LongConv, ProjectionHead, SemantoksConfig,
+from brainscale.models.semantoks import (MODEL_SIZES, Block, LongConv, ProjectionHead, SemantoksConfig,
                                         SemantoksEncoder, reference_network_map)
 
 
@@ -106,3 +106,19 @@ def test_reference_checkpoint_import(reference_state):
     assert map_reference_key("network_tokenizers.schaefer400.0.branches.1.slconv.kernel_norm_initialized") is None
     with pytest.raises(ReferenceImportError, match="unknown reference key"):
         map_reference_key("some_other_module.weight")
+
+
+def test_one_block_serves_full_causal_and_padded_attention():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 32)
+    causal = Block(32, 16, 2.0, None, causal=True).eval()
+    assert not any(key.startswith(("ls1", "ls2")) for key in causal.state_dict())  # the plain GPT block
+    later_changed = x.clone()
+    later_changed[:, 4:] += 1.0
+    assert torch.allclose(causal(x)[:, :4], causal(later_changed)[:, :4], atol=1e-6)
+    assert not torch.allclose(causal(x)[:, 4:], causal(later_changed)[:, 4:])
+    full = Block(32, 16).eval()
+    valid = torch.tensor([[True] * 4 + [False] * 2] * 2)  # the last two tokens are padding
+    assert torch.allclose(full(x, valid)[:, :4], full(x[:, :4]), atol=1e-5)
+    with pytest.raises(ValueError, match="causal"):
+        causal(x, valid)

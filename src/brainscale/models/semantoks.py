@@ -178,6 +178,8 @@ class Attention(nn.Module):
         batch, tokens, width = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         if valid is not None:
+            if self.causal:
+                raise ValueError("padded keys (valid) with causal attention are not supported: pass one of them")
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
         elif self.causal:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -13,8 +13,8 @@ are written atomically every ``budget.checkpoint_every``. Losses stay on the dev
 monitor or checkpoint step, where they come back in one host sync; a non-finite one then stops
 training, with its step and the last good checkpoint named, before anything is saved. ``log.csv``
 gives each step the throughput (``samples_per_s``) and the share of wall time spent waiting for the
-DataLoader (``data_wait``) of the window between two such syncs. Every ``monitor_every`` steps the log records the collapse
-monitors (:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
+DataLoader (``data_wait``) of the window between two such syncs. Every ``monitor_every`` steps the
+log records the collapse monitors (:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
 """
 
 from __future__ import annotations
