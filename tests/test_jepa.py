@@ -12,7 +12,7 @@ from brainscale.models.semantoks import sincos_embedding
 from brainscale.objectives import PretrainingData, available_objectives, parse_run_name
 from brainscale.objectives.gradients import (brain_gradients, diffusion_embedding, group_connectivity,
                                              normalized_angle_affinity, subset_gradients)
-from brainscale.objectives.jepa import PRESETS, BlockMasking, BrainJEPA, JEPATraining, jepa_loss
+from brainscale.objectives.jepa import PRESETS, BlockMasking, BrainJEPA, JEPATraining, jepa_loss, token_indices
 from brainscale.probing.checkpoints import load_checkpoint, random_encoder
 from brainscale.probing.embeddings import extract_embeddings
 from brainscale.shards.reader import ShardDataset, shard_paths
@@ -194,7 +194,8 @@ def test_predictions_see_only_the_context():
     first, valid = predict(x)
     second, _ = predict(changed)
     assert torch.allclose(first[valid], second[valid], atol=1e-5)
-    losses = model(x, missing, context, targets)
+    indices, options = token_indices(context, targets)
+    losses = model(x, missing, *indices, **options)
     assert set(losses) == {"total"} and torch.isfinite(losses["total"])
     losses["total"].backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())

@@ -67,10 +67,10 @@ from torch import nn
 from ..models.jepa import ConfigurationError, JEPAConfig, JEPAEncoder, JEPAPredictor, mask_indices, select_tokens
 from ..shards.writer import GROUPS
 from ..training.errors import TrainingError
-from .base import CropItems, Objective, item_generator
+from .base import CropItems, Objective, Step, item_generator
 from .gradients import subset_gradients
 
-__all__ = ["BrainJEPA", "BlockMasking", "JEPATraining", "MaskedCrops", "PRESETS", "jepa_loss"]
+__all__ = ["BrainJEPA", "BlockMasking", "JEPATraining", "MaskedCrops", "PRESETS", "jepa_loss", "token_indices"]
 
 #: Channels of every brainscale shard (Schaefer-400, Tian S3, Buckner 7).
 N_CHANNELS = sum(count for _, count in GROUPS)
@@ -246,9 +246,14 @@ def jepa_loss(predictions: torch.Tensor, targets: torch.Tensor, valid: torch.Ten
     return (per_token * valid).sum() / valid.sum().clamp_min(1)
 
 
-def _all_or_none(valid: torch.Tensor) -> torch.Tensor | None:
-    """``valid``, or None when nothing is padding (the unmasked attention kernels)."""
-    return None if bool(valid.all()) else valid
+def token_indices(context_mask: torch.Tensor, target_mask: torch.Tensor) -> tuple[tuple, dict]:
+    """The (B, C, P) context and target masks as the forward takes them: (context index, context valid,
+    target index, target valid) (:func:`~brainscale.models.jepa.mask_indices`) and whether no context
+    token is padding (then attention needs no mask). Computed where the masks are drawn, on the CPU:
+    the padded sizes depend on the batch, which on a GPU would make every step wait for the host."""
+    context_index, context_valid = mask_indices(context_mask.flatten(1))  # (B, K)
+    target_index, target_valid = mask_indices(target_mask.flatten(1))  # (B, M)
+    return (context_index, context_valid, target_index, target_valid), {"all_context_valid": bool(context_valid.all())}
 
 
 class JEPATraining(nn.Module):
@@ -283,13 +288,13 @@ class JEPATraining(nn.Module):
         tokens = self.target_encoder(x, missing_channels=missing)
         return select_tokens(F.layer_norm(tokens, tokens.shape[-1:]), index)
 
-    def forward(self, x: torch.Tensor, missing: torch.Tensor, context_mask: torch.Tensor,
-                target_mask: torch.Tensor) -> dict:
-        """{"total": loss} of crops (B, C, T), missing (B, C) and (B, C, P) context and target masks."""
-        context_index, context_valid = mask_indices(context_mask.flatten(1))  # (B, K)
-        target_index, target_valid = mask_indices(target_mask.flatten(1))  # (B, M)
+    def forward(self, x: torch.Tensor, missing: torch.Tensor, context_index: torch.Tensor,
+                context_valid: torch.Tensor, target_index: torch.Tensor, target_valid: torch.Tensor,
+                all_context_valid: bool = False) -> dict:
+        """{"total": loss} of crops (B, C, T) and missing (B, C), given the (B, K) context and (B, M)
+        target token indices and their validity (:func:`token_indices` of the masks)."""
         targets = self.targets(x, missing, target_index)
-        context = self.context_encoder(x, missing, context_index, _all_or_none(context_valid))  # (B, K, D)
+        context = self.context_encoder(x, missing, context_index, None if all_context_valid else context_valid)
         predictions = self.predictor(context, context_index, context_valid, target_index, target_valid)
         return {"total": jepa_loss(predictions, targets, target_valid)}
 
@@ -344,6 +349,12 @@ class BrainJEPA(Objective):
         model = JEPATraining(self.config())
         model.set_gradients(self.gradients())
         return model
+
+    def prepare(self, batch, step: Step) -> tuple[tuple, dict]:
+        """The crops and the masks' token indices (computed here, on the CPU) on the device."""
+        x, missing, context_mask, target_mask = batch
+        indices, options = token_indices(context_mask, target_mask)
+        return tuple(t.to(step.device, non_blocking=True) for t in (x, missing, *indices)), options
 
     def dataset(self) -> MaskedCrops:
         config = self.config()
