@@ -67,7 +67,7 @@ $PYTHON -c "import torch, snakemake; print('torch', torch.__version__, 'cuda', t
 
 snake() {  # snakemake on the study's folder; the arguments are targets and options
     "$PYTHON" -m snakemake --directory "$STUDY" --configfile config/gpu-study.yaml $EXTRA_CONFIG --resources gpu=1 \
-        --set-threads simulate_derivatives=14 --keep-going "$@"
+        --set-threads simulate_derivatives=14 --keep-going --rerun-incomplete "$@"
 }
 export -f snake
 export STUDY EXTRA_CONFIG PYTHON
