@@ -6,7 +6,7 @@ drawing the views and masks, ``prepare``, bf16 step, EMA, checkpoints off) for e
 number of DataLoader workers, and reports what ``log.csv`` records for the steady-state window
 (every step after the first; the first holds worker start-up): ``data_wait``, the share of the
 window's wall time the training process spent waiting for the next batch, and samples/s. It also
-counts the host syncs of a steady-state step on CUDA (``torch.cuda.set_sync_debug_mode``).
+counts the host syncs of a step on CUDA (``torch.cuda.set_sync_debug_mode``).
 
     python benchmarks/loader_wait.py --shards results/shards --model tiny --batch 32 --steps 12 --workers 0 2
     python benchmarks/loader_wait.py --shards results/shards --subset results/splits/pretrain_n-128_seed-0.npy \\
@@ -48,9 +48,9 @@ def measure(args, subjects: list[str], workers: int, preload: bool) -> dict:
             "data_wait": float(steady["data_wait"].iloc[-1]), "samples_per_s": float(steady["samples_per_s"].iloc[-1])}
 
 
-def count_syncs(args, subjects: list[str]) -> int:
-    """Host syncs warned about by CUDA's sync debug mode during a 3-step run, per step after the first."""
-    short = argparse.Namespace(**{**vars(args), "steps": 3})
+def count_syncs(args, subjects: list[str], steps: int) -> int:
+    """Host syncs CUDA's sync debug mode warns about in a whole run of ``steps`` steps."""
+    short = argparse.Namespace(**{**vars(args), "steps": steps})
     with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory() as folder:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -59,6 +59,12 @@ def count_syncs(args, subjects: list[str]) -> int:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def syncs_per_step(args, subjects: list[str]) -> float:
+    """Host syncs of one step: runs of 3 and 6 steps share the start, the monitors of their first and
+    last step, the checkpoint and the export, so their difference is 3 steps' worth."""
+    return (count_syncs(args, subjects, 6) - count_syncs(args, subjects, 3)) / 3
 
 
 def main() -> None:
@@ -87,8 +93,8 @@ def main() -> None:
                   f"{r['samples_per_s']:8.1f} samples/s", flush=True)
     summary = {"model": args.model, "batch": args.batch, "device": args.device, "results": results}
     if args.device == "cuda":
-        summary["host_syncs_in_3_steps"] = count_syncs(args, subjects)
-        print(f"  host syncs warned in a 3-step run: {summary['host_syncs_in_3_steps']}")
+        summary["host_syncs_per_step"] = syncs_per_step(args, subjects)
+        print(f"  host syncs per step: {summary['host_syncs_per_step']:.1f}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "loader_wait.json").write_text(json.dumps(summary, indent=1))
