@@ -171,9 +171,9 @@ def item_generator(seed: int, epoch: int, item: int) -> torch.Generator:
 
 
 class CropItems(torch.utils.data.Dataset):
-    """Items of one random crop per subject of a ``ShardDataset(views=1)``, keyed by ``(pass, item)``
-    (or an item of the current pass, see ``set_epoch``): ``(x (C, T), missing (C,))`` plus what
-    :meth:`draw` adds from the item's generator (:func:`item_generator`)."""
+    """Items of the crops of a ``ShardDataset``, keyed by ``(pass, item)`` (or an item of the current
+    pass, see ``set_epoch``): ``(x, missing (C,))``, x (C, T) for one view, (V, C, T) for several, plus
+    what :meth:`draw` adds, from the item's generator (:func:`item_generator`) for one view."""
 
     def __init__(self, crops, *, seed: int):
         self.crops, self.seed = crops, seed

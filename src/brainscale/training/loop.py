@@ -310,7 +310,6 @@ def pretrain(settings: dict, shard_folder: str | Path, subjects, output_dir: str
         if checkpointed:
             save_checkpoint()
             log(f"step {step}/{total_steps}: loss {log_rows[-1][3]:.4f}")
-    flush()  # nothing is pending here unless the loader stopped early
     progress.close()
     if step < total_steps:
         return None

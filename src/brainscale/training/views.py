@@ -10,34 +10,27 @@ step on the device.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 
 from ..objectives.augment import apply_augmentations, draw_augmentations
+from ..objectives.base import CropItems
 from ..objectives.masking import slice_masks
 from ..shards.reader import ShardDataset
 
 __all__ = ["AugmentedViews"]
 
 
-class AugmentedViews(Dataset):
+class AugmentedViews(CropItems):
     """Wrap a ``ShardDataset(views=2)``: items are (views (2, C, T), missing (C,), masks (2, N, P)).
 
     Keys are ``(pass, item)`` pairs (or an item of the current pass, see ``set_epoch``).
     """
 
     def __init__(self, crops: ShardDataset, *, n_networks: int, n_patches: int, seed: int):
-        self.crops, self.n_networks, self.n_patches, self.seed = crops, n_networks, n_patches, seed
+        super().__init__(crops, seed=seed)
+        self.n_networks, self.n_patches = n_networks, n_patches
 
-    def set_epoch(self, epoch: int) -> None:
-        self.crops.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, key):
-        epoch, item = key if isinstance(key, tuple) else (self.crops.epoch, key)
-        views, missing, _ = self.crops[(epoch, item)]
-        generators = [torch.Generator().manual_seed(hash((self.seed, int(epoch), int(item), view)) % (2**62))
+    def draw(self, views: torch.Tensor, missing: torch.Tensor, epoch: int, item: int) -> tuple:
+        generators = [torch.Generator().manual_seed(hash((self.seed, epoch, item, view)) % (2**62))
                       for view in range(views.shape[0])]
         augmented, masks = [], []
         for view, generator in enumerate(generators):
