@@ -257,53 +257,67 @@ def build_demo_atlases(resolution_mm: float = 5.0, seed: int = 21) -> DemoAtlase
     brain = brain_fraction > 0.5
     ijk = np.argwhere(brain)
     coords = ijk @ affine[:3, :3].T + affine[:3, 3]
-    x, y, z = coords.T
     gm = gm_fraction[brain]
     wm = wm_fraction[brain]
+    cerebellum, brainstem, ventricles = _landmarks(coords)
 
-    cerebellum = (y <= -42) & (z <= -18)
-    brainstem = ~cerebellum & (z <= -10) & (np.abs(x) <= 12) & (y > -42) & (y < -10)
     subcortical_labels, subcortical_names = _subcortical_parcels(
         coords, eligible=~cerebellum & ~brainstem, resolution_mm=resolution_mm, rng_seed=seed)
     in_subcortex = subcortical_labels > 0
-
-    # The lateral ventricles (two ellipsoids) hold CSF, never cortex.
-    ventricles = (((np.abs(x) - 12) / 8) ** 2 + ((y + 8) / 26) ** 2 + ((z - 16) / 10) ** 2) <= 1
     cortex = ~cerebellum & ~brainstem & ~in_subcortex & ~ventricles & (gm >= 0.3) & (gm >= wm)
-    hemisphere_of = np.where(x <= 0, 0, 1)
+    hemisphere_of = np.where(coords[:, 0] <= 0, 0, 1)
     cortical_labels = np.zeros(len(coords), dtype=np.int16)
-    labels, cortical_names = _cortical_parcels(coords[cortex], hemisphere_of[cortex], seed)
-    cortical_labels[cortex] = labels
-
+    cortical_labels[cortex], cortical_names = _cortical_parcels(coords[cortex], hemisphere_of[cortex], seed)
     cerebellar_labels = np.zeros(len(coords), dtype=np.int16)
-    kmeans = KMeans(n_clusters=7, n_init=1, random_state=seed)
-    cluster = kmeans.fit_predict(coords[cerebellum])
-    order = np.lexsort((kmeans.cluster_centers_[:, 2], kmeans.cluster_centers_[:, 0]))
-    rank_of = np.empty(7, dtype=np.int16)
-    rank_of[order] = np.arange(1, 8)
-    cerebellar_labels[cerebellum] = rank_of[cluster]
-    cerebellar_names = [f"Network{k}" for k in range(1, 8)]
+    cerebellar_labels[cerebellum], cerebellar_names = _cerebellar_parcels(coords[cerebellum], seed)
 
-    tissue_flat = np.full(len(coords), DemoAtlases.TISSUE_OTHER, dtype=np.uint8)
     parcel = (cortical_labels > 0) | in_subcortex | cerebellum
-    tissue_flat[parcel] = DemoAtlases.TISSUE_GM
-    tissue_flat[~parcel & ~brainstem & (wm >= 0.5)] = DemoAtlases.TISSUE_WM
-    tissue_flat[~parcel & ~brainstem & (ventricles | (gm + wm < 0.9))] = DemoAtlases.TISSUE_CSF
-
-    def to_volume(values, dtype):
-        volume = np.zeros(shape, dtype=dtype)
-        volume[tuple(ijk.T)] = values
-        return volume
-
+    tissue = _tissue_classes(parcel, brainstem, ventricles, gm, wm)
     return DemoAtlases(
         affine=affine, shape=shape, brain_mask=brain,
-        tissue=to_volume(tissue_flat, np.uint8),
-        cortical=to_volume(cortical_labels, np.int16),
-        subcortical=to_volume(subcortical_labels, np.int16),
-        cerebellar=to_volume(cerebellar_labels, np.int16),
+        tissue=_to_volume(tissue, ijk, shape, np.uint8),
+        cortical=_to_volume(cortical_labels, ijk, shape, np.int16),
+        subcortical=_to_volume(subcortical_labels, ijk, shape, np.int16),
+        cerebellar=_to_volume(cerebellar_labels, ijk, shape, np.int16),
         cortical_names=cortical_names, subcortical_names=subcortical_names,
         cerebellar_names=cerebellar_names,
     )
+
+
+def _landmarks(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cerebellum, brainstem and lateral ventricles of the brain voxels at ``coords`` (MNI mm), as masks."""
+    x, y, z = coords.T
+    cerebellum = (y <= -42) & (z <= -18)
+    brainstem = ~cerebellum & (z <= -10) & (np.abs(x) <= 12) & (y > -42) & (y < -10)
+    # The lateral ventricles (two ellipsoids) hold CSF, never cortex.
+    ventricles = (((np.abs(x) - 12) / 8) ** 2 + ((y + 8) / 26) ** 2 + ((z - 16) / 10) ** 2) <= 1
+    return cerebellum, brainstem, ventricles
+
+
+def _cerebellar_parcels(coords: np.ndarray, rng_seed: int) -> tuple[np.ndarray, list]:
+    """Cluster the cerebellum into 7 parcels, numbered 1..7 by the centres' x, then z."""
+    kmeans = KMeans(n_clusters=7, n_init=1, random_state=rng_seed)
+    cluster = kmeans.fit_predict(coords)
+    order = np.lexsort((kmeans.cluster_centers_[:, 2], kmeans.cluster_centers_[:, 0]))
+    rank_of = np.empty(7, dtype=np.int16)
+    rank_of[order] = np.arange(1, 8)
+    return rank_of[cluster], [f"Network{k}" for k in range(1, 8)]
+
+
+def _tissue_classes(parcel, brainstem, ventricles, gm, wm) -> np.ndarray:
+    """Tissue code of each brain voxel: parcels are GM; elsewhere WM or CSF from the mask fractions."""
+    tissue = np.full(len(parcel), DemoAtlases.TISSUE_OTHER, dtype=np.uint8)
+    tissue[parcel] = DemoAtlases.TISSUE_GM
+    tissue[~parcel & ~brainstem & (wm >= 0.5)] = DemoAtlases.TISSUE_WM
+    tissue[~parcel & ~brainstem & (ventricles | (gm + wm < 0.9))] = DemoAtlases.TISSUE_CSF
+    return tissue
+
+
+def _to_volume(values: np.ndarray, ijk: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+    """A (X, Y, Z) image holding ``values`` at the voxels ``ijk``, zero elsewhere."""
+    volume = np.zeros(shape, dtype=dtype)
+    volume[tuple(ijk.T)] = values
+    return volume
 
 
 def _network_of_17(name17: str) -> str:

@@ -135,15 +135,10 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
     n_volumes = data.shape[0]
     csf = tissue == tissue_codes["csf"]
     wm = tissue == tissue_codes["wm"]
-    columns: dict = {}
-    columns.update(expansions("global_signal", data.mean(axis=1)))
-    columns.update(expansions("csf", data[:, csf].mean(axis=1)))
-    columns.update(expansions("white_matter", data[:, wm].mean(axis=1)))
-    columns["csf_wm"] = data[:, csf | wm].mean(axis=1)
     steady = slice(dummy_scans, None)  # fMRIPrep leaves the non-steady-state volumes out of CompCor
     variance = data[steady].var(axis=0)
     high_variance = variance >= np.quantile(variance, 0.98)  # the tCompCor mask
-    columns["tcompcor"] = data[:, high_variance].mean(axis=1)
+    columns = _mask_means(data, csf, wm, high_variance)
     dvars, std_dvars = standardised_dvars(data)
     fd = framewise_displacement(motion)
     fd[0] = np.nan
@@ -151,12 +146,50 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
                     "rmsd": _relative_rmsd(motion)})
 
     basis = cosine_basis(n_volumes, repetition_time)
-    description: dict = {}
-    groups = [("t_comp_cor", "tCompCor", None, high_variance, 3),
-              ("a_comp_cor", "aCompCor", "combined", csf | wm, 5),
-              ("c_comp_cor", "aCompCor", "CSF", csf, 3),
-              ("w_comp_cor", "aCompCor", "WM", wm, 3)]
-    for prefix, method, mask_name, voxels, n_components in groups:
+    masks = [("t_comp_cor", "tCompCor", None, high_variance, 3),
+             ("a_comp_cor", "aCompCor", "combined", csf | wm, 5),
+             ("c_comp_cor", "aCompCor", "CSF", csf, 3),
+             ("w_comp_cor", "aCompCor", "WM", wm, 3)]
+    components, description = _compcor_columns(data, basis, steady, masks)
+    columns.update(components)
+    for k in range(basis.shape[1]):
+        columns[f"cosine{k:02d}"] = basis[:, k]
+    columns.update(_one_hot("non_steady_state_outlier", np.arange(dummy_scans), n_volumes))
+    columns.update(_motion_parameters(motion))
+    outliers = np.flatnonzero((np.nan_to_num(fd) > FD_THRESHOLD_MM) | (np.nan_to_num(std_dvars) > STD_DVARS_THRESHOLD))
+    columns.update(_one_hot("motion_outlier", outliers, n_volumes))
+    return pd.DataFrame(columns), description
+
+
+def _mask_means(data: np.ndarray, csf: np.ndarray, wm: np.ndarray, high_variance: np.ndarray) -> dict:
+    """Mean signal of the brain, CSF and WM (with expansions), and of the CSF+WM and tCompCor masks."""
+    columns: dict = {}
+    columns.update(expansions("global_signal", data.mean(axis=1)))
+    columns.update(expansions("csf", data[:, csf].mean(axis=1)))
+    columns.update(expansions("white_matter", data[:, wm].mean(axis=1)))
+    columns["csf_wm"] = data[:, csf | wm].mean(axis=1)
+    columns["tcompcor"] = data[:, high_variance].mean(axis=1)
+    return columns
+
+
+def _compcor_columns(data: np.ndarray, basis: np.ndarray, steady: slice, masks: list) -> tuple[dict, dict]:
+    """CompCor components of each mask, zero in the non-steady-state volumes, and their JSON entries.
+
+    Parameters
+    ----------
+    data : (T, V) in-mask intensities.
+    basis : (T, K) high-pass regressors.
+    steady : slice of the steady-state volumes.
+    masks : list of (column prefix, method, mask name or None, (V,) bool voxels, number of components).
+
+    Returns
+    -------
+    columns : dict, ``<prefix>_XX`` -> (T,) component
+    description : dict, ``<prefix>_XX`` -> its JSON sidecar entry
+    """
+    n_volumes = data.shape[0]
+    columns, description = {}, {}
+    for prefix, method, mask_name, voxels, n_components in masks:
         components, explained, singular = compcor(data[steady][:, voxels], basis[steady], n_components)
         cumulative = np.cumsum(explained)
         for k in range(components.shape[1]):
@@ -169,13 +202,13 @@ def confounds_table(data: np.ndarray, tissue: np.ndarray, motion: MotionTrace, r
             if mask_name is not None:
                 entry["Mask"] = mask_name
             description[name] = entry
-    for k in range(basis.shape[1]):
-        columns[f"cosine{k:02d}"] = basis[:, k]
-    columns.update(_one_hot("non_steady_state_outlier", np.arange(dummy_scans), n_volumes))
+    return columns, description
 
+
+def _motion_parameters(motion: MotionTrace) -> dict:
+    """The six rigid-body parameters (``trans_x`` ... ``rot_z``) with their expansions."""
     position = np.concatenate([motion.translations, motion.rotations], axis=1)
+    columns: dict = {}
     for index, name in enumerate(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")):
         columns.update(expansions(name, position[:, index]))
-    outliers = np.flatnonzero((np.nan_to_num(fd) > FD_THRESHOLD_MM) | (np.nan_to_num(std_dvars) > STD_DVARS_THRESHOLD))
-    columns.update(_one_hot("motion_outlier", outliers, n_volumes))
-    return pd.DataFrame(columns), description
+    return columns

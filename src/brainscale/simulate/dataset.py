@@ -256,9 +256,7 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
     pandas.DataFrame
         One row per run (the ground-truth run table).
     """
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be at least 1, received {n_jobs}")
-    n_jobs = min(n_jobs, len(os.sched_getaffinity(0)))  # more workers than cores only adds overhead
+    n_jobs = _worker_count(n_jobs)
     started = time.perf_counter()
     seed = settings["seed"]
     sites = settings["sites"]
@@ -272,30 +270,51 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
 
     with atomic_directory(output_dir, overwrite=overwrite) as root:
         fmriprep = root / "fmriprep"
-        fmriprep.mkdir()
-        _json_dump(fmriprep / "dataset_description.json", _dataset_description())
-        _tsv_dump(fmriprep / "participants.tsv", participants)
-        _json_dump(fmriprep / "participants.json", _PARTICIPANTS_SIDECAR)
+        _write_dataset_files(fmriprep, participants)
         _write_atlases(atlases, root, settings["resolution_mm"])
-
         worker_settings = dict(settings, res_label=_resolution_label(settings["resolution_mm"]),
                                fmriprep_dir=str(fmriprep))
-        visits: dict = {}
-        tasks = []
-        for plan in plans:
-            visit_index = visits[plan.participant_id] = visits.get(plan.participant_id, -1) + 1
-            func_dir = fmriprep / plan.participant_id
-            if plan.session:
-                func_dir = func_dir / f"ses-{plan.session}"
-            tasks.append((plan, latents[plan.subject_index], visit_index, str(func_dir / "func")))
-        if n_jobs == 1:
-            _init_worker(atlases, worker_settings)
-            runs = [_simulate_run(task) for task in tasks]
-        else:
-            with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
-                                     initargs=(atlases, worker_settings)) as pool:
-                runs = list(pool.map(_simulate_run, tasks, chunksize=4))
+        runs = _simulate_runs(_run_tasks(plans, latents, fmriprep), atlases, worker_settings, n_jobs)
         _write_ground_truth(root / "ground_truth", participants, latents, runs, settings["effect_size"])
         _json_dump(root / "simulation.json", {"simulate": settings, "brainscale_version": __version__})
     log(f"wrote {output_dir} in {time.perf_counter() - started:.1f} s (pid {os.getpid()})")
     return pd.DataFrame(runs)
+
+
+def _worker_count(n_jobs: int) -> int:
+    """The worker processes to start: ``n_jobs``, at most one per usable core."""
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1, received {n_jobs}")
+    return min(n_jobs, len(os.sched_getaffinity(0)))  # more workers than cores only adds overhead
+
+
+def _write_dataset_files(fmriprep: Path, participants: pd.DataFrame) -> None:
+    """Create the fMRIPrep folder with its dataset description and participants table and sidecar."""
+    fmriprep.mkdir()
+    _json_dump(fmriprep / "dataset_description.json", _dataset_description())
+    _tsv_dump(fmriprep / "participants.tsv", participants)
+    _json_dump(fmriprep / "participants.json", _PARTICIPANTS_SIDECAR)
+
+
+def _run_tasks(plans: list[RunPlan], latents: np.ndarray, fmriprep: Path) -> list[tuple]:
+    """One ``_simulate_run`` task per plan: (plan, subject's latents, visit index, func folder)."""
+    visits: dict = {}
+    tasks = []
+    for plan in plans:
+        # The n-th run of a participant is its visit n: it seeds the run's signals.
+        visit_index = visits[plan.participant_id] = visits.get(plan.participant_id, -1) + 1
+        func_dir = fmriprep / plan.participant_id
+        if plan.session:
+            func_dir = func_dir / f"ses-{plan.session}"
+        tasks.append((plan, latents[plan.subject_index], visit_index, str(func_dir / "func")))
+    return tasks
+
+
+def _simulate_runs(tasks: list[tuple], atlases: DemoAtlases, worker_settings: dict, n_jobs: int) -> list[dict]:
+    """Run ``_simulate_run`` on every task, in this process or in ``n_jobs`` workers; summaries in task order."""
+    if n_jobs == 1:
+        _init_worker(atlases, worker_settings)
+        return [_simulate_run(task) for task in tasks]
+    with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
+                             initargs=(atlases, worker_settings)) as pool:
+        return list(pool.map(_simulate_run, tasks, chunksize=4))
