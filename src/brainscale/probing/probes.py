@@ -258,6 +258,56 @@ def _folds(subjects: np.ndarray, labels: pd.Series, kind: str, n_folds: int, see
         return [subjects[held] for _, held in splitter.split(subjects, strata, groups=subjects)]
 
 
+def _training_classes(y_fit: np.ndarray, kind: str, task: str, n_subjects: int) -> np.ndarray | None:
+    """The classes of the training rows (None for a regression); a ProbeError when there is only one."""
+    if kind != CLASSIFICATION:
+        return None
+    classes = np.unique(y_fit)
+    if len(classes) < 2:
+        raise ProbeError(f"probe task '{task}': the label has a single class ({classes.tolist()}) among the "
+                         f"{n_subjects} training subjects. Use more subjects (or a larger "
+                         "splits.probe_fraction), or drop the task from probe.tasks.")
+    return classes
+
+
+def _out_of_fold_outputs(features, row_subjects, y_rows, fit_rows, folds, kind, classes, grid) -> list[np.ndarray]:
+    """Per strength, the output of every row predicted by a probe fitted without its fold (NaN elsewhere).
+
+    Outputs are (rows,) or, for more than two classes, (rows, classes).
+    """
+    shape = (len(row_subjects),) + ((len(classes),) if kind == CLASSIFICATION and len(classes) > 2 else ())
+    out_of_fold = [np.full(shape, np.nan) for _ in grid]
+    for held in folds:
+        held_rows = np.isin(row_subjects, held)
+        train_rows = fit_rows & ~held_rows
+        if kind == CLASSIFICATION and len(np.unique(y_rows[train_rows])) < len(classes):
+            continue  # a fold without every class cannot score its held-out subjects
+        probe = LinearProbe(kind=kind, strengths=grid).fit(features[train_rows], y_rows[train_rows])
+        for values, output in zip(out_of_fold, probe.outputs(features[held_rows])):
+            values[held_rows] = output
+    return out_of_fold
+
+
+def _select_strength(out_of_fold, fit_rows, row_subjects, labels, kind, classes, grid):
+    """The strength of ``grid`` (strongest first) whose out-of-fold subject-level score is best.
+
+    Returns
+    -------
+    (score, strength, predictions): its score (-inf for NaN) and its out-of-fold predictions; the
+    strongest, with score -inf and predictions None, when no row was scored (too few subjects).
+    """
+    scored = fit_rows & np.isfinite(out_of_fold[0].reshape(len(row_subjects), -1)).all(axis=1)
+    best = (-np.inf, grid[0], None)
+    if scored.any():
+        for strength, values in zip(grid, out_of_fold):
+            metrics, predictions = _evaluate(kind, classes, values[scored], row_subjects[scored], labels)
+            score = metrics[SELECTION_METRIC[kind]]
+            score = -np.inf if np.isnan(score) else score
+            if best[2] is None or score > best[0]:  # strictly better: a tie keeps the stronger
+                best = (score, strength, predictions)
+    return best
+
+
 def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series, split: dict, kind: str,
               grid, *, task: str = "task", n_folds: int = 5, seed: int = 0) -> tuple[dict, pd.DataFrame]:
     """Choose the strength by grouped CV over train + val, refit on them, score the test subjects.
@@ -287,32 +337,12 @@ def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series,
     fit_rows = np.isin(row_subjects, fit_subjects)
     test_rows = np.isin(row_subjects, split["test"])
     y_rows = labels.reindex(row_subjects).to_numpy()
-    classes = np.unique(y_rows[fit_rows]) if kind == CLASSIFICATION else None
-    if kind == CLASSIFICATION and len(classes) < 2:
-        raise ProbeError(f"probe task '{task}': the label has a single class ({classes.tolist()}) among the "
-                         f"{len(fit_subjects)} training subjects. Use more subjects (or a larger "
-                         "splits.probe_fraction), or drop the task from probe.tasks.")
+    classes = _training_classes(y_rows[fit_rows], kind, task, len(fit_subjects))
     grid = sorted(grid, reverse=True)  # strongest first: ties keep the simpler model
-    out_of_fold = [np.full((len(row_subjects),) + ((len(classes),) if kind == CLASSIFICATION and len(classes) > 2
-                                                   else ()), np.nan) for _ in grid]
-    for held in _folds(fit_subjects, labels, kind, n_folds, seed):
-        held_rows = np.isin(row_subjects, held)
-        train_rows = fit_rows & ~held_rows
-        if kind == CLASSIFICATION and len(np.unique(y_rows[train_rows])) < len(classes):
-            continue  # a fold without every class cannot score its held-out subjects
-        probe = LinearProbe(kind=kind, strengths=grid).fit(features[train_rows], y_rows[train_rows])
-        for values, output in zip(out_of_fold, probe.outputs(features[held_rows])):
-            values[held_rows] = output
-    scored = fit_rows & np.isfinite(out_of_fold[0].reshape(len(row_subjects), -1)).all(axis=1)
-    best = (-np.inf, grid[0], None)  # nothing scored (too few subjects): the strongest
-    if scored.any():
-        for strength, values in zip(grid, out_of_fold):
-            metrics, predictions = _evaluate(kind, classes, values[scored], row_subjects[scored], labels)
-            score = metrics[SELECTION_METRIC[kind]]
-            score = -np.inf if np.isnan(score) else score
-            if best[2] is None or score > best[0]:
-                best = (score, strength, predictions)
-    score, strength, cv_predictions = best
+    out_of_fold = _out_of_fold_outputs(features, row_subjects, y_rows, fit_rows,
+                                       _folds(fit_subjects, labels, kind, n_folds, seed), kind, classes, grid)
+    score, strength, cv_predictions = _select_strength(out_of_fold, fit_rows, row_subjects, labels, kind, classes,
+                                                       grid)
     final = LinearProbe(kind=kind, strengths=[strength]).fit(features[fit_rows], y_rows[fit_rows])
     metrics, test_predictions = _evaluate(kind, classes, final.outputs(features[test_rows])[0],
                                           row_subjects[test_rows], labels)
@@ -375,13 +405,7 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
     n_layers = table.n_layers
     layer_indices = range(n_layers) if layers == "all" else [n_layers - 1]
     for task, spec in tasks.items():
-        if spec["label"] not in labels.columns:
-            raise ProbeError(f"probe task '{task}': label '{spec['label']}' is absent from the shards (they hold "
-                             f"{', '.join(labels.columns) or 'no label'}). Add it to shards.labels and rebuild the "
-                             "shards, or drop the task from probe.tasks.")
-        label = labels[spec["label"]].reindex(np.unique(table.subjects))
-        if spec["kind"] == CLASSIFICATION:
-            label = label.dropna().astype(int)
+        label = _task_label(labels, task, spec, np.unique(table.subjects))
         for seed in split_seeds:
             split = split_probe_subjects(label, spec["kind"], proportions, seed)
             for name in table.names:
@@ -397,16 +421,41 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
                 log(f"task {task}, split seed {seed}: done")
     if subject_reid:
         metric_rows += _reid_rows(table, layer_indices, log)
-    metrics = pd.DataFrame(metric_rows)
-    for column in METRIC_COLUMNS + ["strength", "val_score", "n_train", "n_test", "n_queries"]:
+    return _metrics_table(metric_rows), _predictions_table(prediction_frames)
+
+
+def _task_label(labels: pd.DataFrame, task: str, spec: dict, subjects: np.ndarray) -> pd.Series:
+    """The task's label per subject of ``subjects`` (classes as integers, unlabelled subjects dropped)."""
+    if spec["label"] not in labels.columns:
+        raise ProbeError(f"probe task '{task}': label '{spec['label']}' is absent from the shards (they hold "
+                         f"{', '.join(labels.columns) or 'no label'}). Add it to shards.labels and rebuild the "
+                         "shards, or drop the task from probe.tasks.")
+    label = labels[spec["label"]].reindex(subjects)
+    if spec["kind"] == CLASSIFICATION:
+        label = label.dropna().astype(int)
+    return label
+
+
+# Columns of the metrics table after the metrics: the chosen strength, its score and the counts.
+_FIT_COLUMNS = ["strength", "val_score", "n_train", "n_test", "n_queries"]
+# Leading columns of the predictions table.
+_PREDICTION_KEYS = ["task", "kind", "feature", "layer", "split_seed", "part", "subject"]
+
+
+def _metrics_table(rows: list[dict]) -> pd.DataFrame:
+    """The metrics rows with every metric column (NaN where a task has no such metric), keys first."""
+    metrics = pd.DataFrame(rows)
+    for column in METRIC_COLUMNS + _FIT_COLUMNS:
         if column not in metrics:
             metrics[column] = np.nan
-    ordered = ["task", "kind", "feature", "layer", "n_layers", "split_seed", *METRIC_COLUMNS, "strength",
-               "val_score", "n_train", "n_test", "n_queries"]
-    first = ["task", "kind", "feature", "layer", "split_seed", "part", "subject"]
-    predictions = pd.concat(prediction_frames, ignore_index=True) if prediction_frames else \
-        pd.DataFrame(columns=first + ["y_true", "y_pred", "score", "n_layers"])
-    return metrics[ordered], predictions[first + [c for c in predictions.columns if c not in first]]
+    return metrics[["task", "kind", "feature", "layer", "n_layers", "split_seed", *METRIC_COLUMNS, *_FIT_COLUMNS]]
+
+
+def _predictions_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The prediction frames as one table, keys first (an empty table with the columns when there is none)."""
+    predictions = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame(columns=_PREDICTION_KEYS + ["y_true", "y_pred", "score", "n_layers"])
+    return predictions[_PREDICTION_KEYS + [c for c in predictions.columns if c not in _PREDICTION_KEYS]]
 
 
 def latent_labels(latents_tsv) -> pd.DataFrame:
