@@ -118,6 +118,28 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
         several resolutions (or surface densities), or ``require`` is set and no run matches.
     """
     derivatives = Path(derivatives)
+    _check_find_options(derivatives, kind, segmentations)
+    wanted = _run_filter(task, sessions, runs)
+    found: dict[str, Run] = {}
+    for func in _func_dirs(derivatives):
+        names = set(os.listdir(func))
+        # Listed for every kind: a surface run takes its volumetric twin for the subcortex.
+        volumes = _volumes_in(func, names, space, res, wanted)
+        if kind == "volume":
+            found.update(_volume_runs(func, names, volumes))
+        elif kind == "surface":
+            found.update(_surface_runs(func, names, volumes, surface_space, wanted))
+        else:
+            found.update(_xcpd_runs(func, names, space, segmentations, wanted))
+    if require and not found:
+        raise InputError(no_runs_message(derivatives, kind=kind, space=space, task=task, res=res,
+                                         surface_space=surface_space, segmentations=segmentations,
+                                         sessions=sessions, runs=runs))
+    return [found[key] for key in sorted(found)]
+
+
+def _check_find_options(derivatives: Path, kind: str, segmentations: list[str] | None) -> None:
+    """Refuse a missing derivatives folder, an unknown input kind, and XCP-D input without segmentations."""
     if not derivatives.is_dir():
         raise InputError(f"{derivatives}: the derivatives folder does not exist. "
                          "Set data.derivatives to the folder that holds the sub-* directories.")
@@ -125,6 +147,10 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
         raise ValueError(f"kind must be volume, surface or xcpd, received {kind!r}")
     if kind == "xcpd" and not segmentations:
         raise InputError("XCP-D input needs data.xcpd_segmentations (the seg- labels of the tables to read).")
+
+
+def _run_filter(task: str, sessions: list[str] | None, runs: list[str] | None):
+    """A predicate on a file's entities: the task, and the sessions and run indices asked for (None: any)."""
     wanted_runs = None if runs is None else {int(r) for r in runs}  # run-01 and run-1 are the same run
 
     def wanted(entities: dict) -> bool:
@@ -132,47 +158,56 @@ def find_runs(derivatives: str | Path, *, space: str, task: str, res: str | None
                 and (sessions is None or entities.get("ses") in sessions)
                 and (wanted_runs is None or int(entities.get("run", 1)) in wanted_runs))
 
-    found: dict[str, Run] = {}
-    for func in _func_dirs(derivatives):
-        names = set(os.listdir(func))
-        volumes = _volumes_in(func, names, space, res, wanted)
-        if kind == "volume":
-            for run_id, (bold, entities) in volumes.items():
-                found[run_id] = Run(
-                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                    bold=bold, sidecar=bold[: -len(".nii.gz")] + ".json",
-                    confounds=_confounds_in(func, names, entities))
-        elif kind == "surface":
-            for run_id, (left, right, entities) in _surfaces_in(func, names, surface_space, wanted).items():
-                bold = volumes[run_id][0] if run_id in volumes else None
-                found[run_id] = Run(
-                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                    bold=bold, sidecar=_surface_sidecar(func, names, left, run_id, bold),
-                    confounds=_confounds_in(func, names, entities), kind="surface",
-                    surfaces=(os.path.join(func, left), os.path.join(func, right)))
-        else:
-            tables: dict[str, dict] = {}
-            for name in sorted(names):
-                if not name.endswith("_stat-mean_timeseries.tsv") or "_seg-" not in name:
-                    continue
-                entities = _parse(func, name)["entities"]
-                if entities.get("space") != space or entities.get("seg") not in segmentations or not wanted(entities):
-                    continue
-                tables.setdefault(run_id_of(entities), {})[entities["seg"]] = os.path.join(func, name)
-            for run_id, by_seg in tables.items():
-                if set(by_seg) != set(segmentations):
-                    continue
-                entities = _parse(func, Path(by_seg[segmentations[0]]).name)["entities"]
-                ordered = tuple(by_seg[seg] for seg in segmentations)
-                found[run_id] = Run(
-                    run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
-                    bold=None, sidecar=ordered[0][: -len(".tsv")] + ".json", confounds=None, kind="xcpd",
-                    tables=ordered)
-    if require and not found:
-        raise InputError(no_runs_message(derivatives, kind=kind, space=space, task=task, res=res,
-                                         surface_space=surface_space, segmentations=segmentations,
-                                         sessions=sessions, runs=runs))
-    return [found[key] for key in sorted(found)]
+    return wanted
+
+
+def _volume_runs(func: str, names: set, volumes: dict) -> dict[str, Run]:
+    """run_id -> Run of the volumetric runs of one func folder, with their sidecar and confounds."""
+    return {run_id: Run(run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+                        bold=bold, sidecar=bold[: -len(".nii.gz")] + ".json",
+                        confounds=_confounds_in(func, names, entities))
+            for run_id, (bold, entities) in volumes.items()}
+
+
+def _surface_runs(func: str, names: set, volumes: dict, surface_space: str, wanted) -> dict[str, Run]:
+    """run_id -> Run of the surface runs of one func folder, each with its volumetric twin if there is one."""
+    found = {}
+    for run_id, (left, right, entities) in _surfaces_in(func, names, surface_space, wanted).items():
+        bold = volumes[run_id][0] if run_id in volumes else None
+        found[run_id] = Run(
+            run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+            bold=bold, sidecar=_surface_sidecar(func, names, left, run_id, bold),
+            confounds=_confounds_in(func, names, entities), kind="surface",
+            surfaces=(os.path.join(func, left), os.path.join(func, right)))
+    return found
+
+
+def _xcpd_tables_in(func: str, names: set, space: str, segmentations: list[str], wanted) -> dict:
+    """run_id -> {seg: path} of the XCP-D parcellated tables of one func folder."""
+    tables: dict[str, dict] = {}
+    for name in sorted(names):
+        if not name.endswith("_stat-mean_timeseries.tsv") or "_seg-" not in name:
+            continue
+        entities = _parse(func, name)["entities"]
+        if entities.get("space") != space or entities.get("seg") not in segmentations or not wanted(entities):
+            continue
+        tables.setdefault(run_id_of(entities), {})[entities["seg"]] = os.path.join(func, name)
+    return tables
+
+
+def _xcpd_runs(func: str, names: set, space: str, segmentations: list[str], wanted) -> dict[str, Run]:
+    """run_id -> Run of the XCP-D runs of one func folder that have a table for every segmentation."""
+    found = {}
+    for run_id, by_seg in _xcpd_tables_in(func, names, space, segmentations, wanted).items():
+        if set(by_seg) != set(segmentations):
+            continue
+        entities = _parse(func, Path(by_seg[segmentations[0]]).name)["entities"]
+        ordered = tuple(by_seg[seg] for seg in segmentations)
+        found[run_id] = Run(
+            run_id=run_id, participant_id=f"sub-{entities['sub']}", session=entities.get("ses"),
+            bold=None, sidecar=ordered[0][: -len(".tsv")] + ".json", confounds=None, kind="xcpd",
+            tables=ordered)
+    return found
 
 
 def _parse(func: str, name: str) -> dict:

@@ -352,6 +352,41 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     """
     qc = {"run_id": run.run_id, "participant_id": run.participant_id, "session": run.session or "n/a",
           "source": run.source, "note": ""}
+    parcels, provided, source_tr, table, confounds, kept = _read_run(run, cache, settings, brain_mask_path)
+    n_volumes = len(parcels)
+    dummies = _leading_dummies(table)
+    parcels, confounds, kept = parcels[dummies:], confounds[dummies:], kept[dummies:]
+    fd = _framewise_displacement(table, dummies, len(kept))
+    parcels, kept, empty = _censor_missing_values(parcels, kept, provided)
+    scored, constant = _denoise_and_harmonise(run, parcels, confounds, kept, source_tr, settings)
+    constant &= ~empty & provided
+    qc.update({
+        "source_tr": source_tr, "n_volumes_in": n_volumes, "n_dummy": dummies,
+        **_motion_measures(fd, kept, source_tr, settings["qc"]["fd_threshold"]),
+        "n_volumes_out": int(len(scored)), "n_empty_rois": int(empty.sum()), "n_constant_rois": int(constant.sum()),
+    })
+    reasons = _exclusion_reasons(qc, settings)
+    if participants is not None and run.participant_id not in participants:
+        qc["note"] = (f"{run.participant_id} is not in participants.tsv: its phenotypes will be missing "
+                      "(add a row to use them)")
+    qc["included"] = not reasons
+    qc["exclusion"] = ",".join(code for code, _ in reasons)
+    qc["reason"] = "; ".join(text for _, text in reasons)
+    return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant | ~provided, qc=qc)
+
+
+def _read_run(run: Run, cache: ParcellationCache, settings: dict, brain_mask_path: str | None):
+    """The run's parcel series and the confounds that go with them.
+
+    Returns
+    -------
+    parcels : (T, C) array
+    provided : (C,) bool, the channels the input holds
+    source_tr : float
+    table : pandas.DataFrame, the confounds table as read (empty columns for XCP-D)
+    confounds : (T, K) array, the selected confounds
+    kept : (T,) bool, the volumes not censored by the denoising strategy
+    """
     if run.kind == "xcpd":  # already denoised by XCP-D: no confounds, nothing censored here
         parcels, provided = _xcpd_parcels(run, cache.atlases)
         source_tr = read_repetition_time(run.source, run.sidecar, None)
@@ -362,12 +397,25 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
         parcels, header_tr, provided = extract(run, cache, brain_mask_path)
         source_tr = read_repetition_time(run.source, run.sidecar, header_tr)
         table, confounds, kept = _load_confounds(run, len(parcels), settings["denoise"])
-    n_volumes = len(parcels)
+    return parcels, provided, source_tr, table, confounds, kept
 
-    dummies = _leading_dummies(table)
-    parcels, confounds, kept = parcels[dummies:], confounds[dummies:], kept[dummies:]
-    fd = table["framewise_displacement"].to_numpy(dtype=float)[dummies:] if "framewise_displacement" in table \
-        else np.full(len(kept), np.nan)
+
+def _framewise_displacement(table: pd.DataFrame, dummies: int, n_volumes: int) -> np.ndarray:
+    """FD of the volumes after the dummies; all NaN when the table has none (XCP-D input)."""
+    if "framewise_displacement" in table:
+        return table["framewise_displacement"].to_numpy(dtype=float)[dummies:]
+    return np.full(n_volumes, np.nan)
+
+
+def _censor_missing_values(parcels: np.ndarray, kept: np.ndarray, provided: np.ndarray):
+    """Zero the channels that are absent or all-NaN, and censor the volumes with a NaN left.
+
+    Returns
+    -------
+    parcels : (T, C) array without NaN
+    kept : (T,) bool, less the censored volumes
+    empty : (C,) bool, the all-NaN channels
+    """
     # A channel the input does not provide (surface run without a volume, XCP-D table without the
     # label) is missing by design: masked downstream, never a QC failure.
     parcels[:, ~provided] = 0.0
@@ -377,6 +425,15 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     if partial.any():
         kept = kept & ~partial
         parcels = np.nan_to_num(parcels)
+    return parcels, kept, empty
+
+
+def _denoise_and_harmonise(run: Run, parcels: np.ndarray, confounds: np.ndarray, kept: np.ndarray,
+                           source_tr: float, settings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Regress the confounds, fill the censored volumes, resample to the target TR, band-pass, z-score.
+
+    Returns the z-scored (T', C) series and the (C,) channels that were constant.
+    """
     if kept.sum() <= confounds.shape[1] + 1:
         raise InputError(f"{run.source}: {kept.sum()} volumes survive censoring, too few for "
                          f"{confounds.shape[1]} confounds. Exclude the run or use a lighter denoising strategy.")
@@ -386,18 +443,22 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
         raise InputError(f"{run.source}: {len(resampled)} volume(s) after resampling to TR {settings['target_tr']} s; "
                          "the run is far too short to use.")
     filtered = band_pass(resampled, settings["target_tr"], settings["high_pass"], settings["low_pass"])
-    scored, constant = zscore(filtered)
-    constant &= ~empty & provided
+    return zscore(filtered)
 
-    thresholds = settings["qc"]
-    qc.update({
-        "source_tr": source_tr, "n_volumes_in": n_volumes, "n_dummy": dummies,
+
+def _motion_measures(fd: np.ndarray, kept: np.ndarray, source_tr: float, fd_threshold: float) -> dict:
+    """The QC row's motion, scrubbing and duration measures."""
+    return {
         "mean_fd": float(np.nanmean(fd)) if np.isfinite(fd).any() else float("nan"),  # NaN never fails QC
-        "fraction_high_motion": float(np.mean(np.nan_to_num(fd) > thresholds["fd_threshold"])),
+        "fraction_high_motion": float(np.mean(np.nan_to_num(fd) > fd_threshold)),
         "fraction_scrubbed": float(1.0 - kept.mean()), "duration_s": float(len(kept) * source_tr),
-        "n_volumes_out": int(len(scored)), "n_empty_rois": int(empty.sum()), "n_constant_rois": int(constant.sum()),
-    })
-    reasons = []  # (code, explanation)
+    }
+
+
+def _exclusion_reasons(qc: dict, settings: dict) -> list[tuple[str, str]]:
+    """(code, explanation) of every QC threshold of ``settings`` the run's QC row exceeds."""
+    thresholds = settings["qc"]
+    reasons = []
     if qc["mean_fd"] > thresholds["max_mean_fd"]:
         reasons.append(("high_mean_fd", f"mean FD {qc['mean_fd']:.2f} mm > {thresholds['max_mean_fd']}"))
     if qc["fraction_high_motion"] > thresholds["max_fraction_high_motion"]:
@@ -413,13 +474,7 @@ def preprocess_run(run: Run, cache: ParcellationCache, settings: dict, participa
     if qc["n_empty_rois"] + qc["n_constant_rois"] > thresholds["max_empty_rois"]:
         reasons.append(("empty_or_constant_rois", f"{qc['n_empty_rois']} empty and {qc['n_constant_rois']} "
                                                   f"constant ROIs > {thresholds['max_empty_rois']}"))
-    if participants is not None and run.participant_id not in participants:
-        qc["note"] = (f"{run.participant_id} is not in participants.tsv: its phenotypes will be missing "
-                      "(add a row to use them)")
-    qc["included"] = not reasons
-    qc["exclusion"] = ",".join(code for code, _ in reasons)
-    qc["reason"] = "; ".join(text for _, text in reasons)
-    return RunResult(timeseries=scored.T.astype(np.float32), channel_missing=empty | constant | ~provided, qc=qc)
+    return reasons
 
 
 def included_mask(table: pd.DataFrame) -> pd.Series:
