@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from brainscale.models import semantoks
-from brainscale.models.semantoks import MODEL_SIZES, SemantoksConfig, SemantoksEncoder
+from brainscale.models import layers
+from brainscale.objectives.semantoks.model import SemantoksEncoder
+from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 from brainscale.probing.embeddings import extract_embeddings, probe_dataset
-from brainscale.training.loop import network_map_of
+from brainscale.objectives.base import network_map_of
 
-ORIGINAL_ATTENTION = semantoks._attention
+ORIGINAL_ATTENTION = layers._attention
 
 
 def manual_attention(q, k, v):
@@ -41,7 +42,7 @@ def manual_attention(q, k, v):
 
 
 def reference_recipe(encoder, dataset, batch: int) -> tuple[float, np.ndarray]:
-    semantoks._attention = manual_attention
+    layers._attention = manual_attention
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0)
     features = []
     started = time.perf_counter()
@@ -49,7 +50,7 @@ def reference_recipe(encoder, dataset, batch: int) -> tuple[float, np.ndarray]:
         for x, missing, _ in loader:
             features.append(SemantoksEncoder.cls_avg(encoder(x, missing_channels=missing)).numpy())
     seconds = time.perf_counter() - started
-    semantoks._attention = ORIGINAL_ATTENTION
+    layers._attention = ORIGINAL_ATTENTION
     return seconds, np.concatenate(features)
 
 

@@ -26,17 +26,17 @@ import pandas as pd
 import torch
 
 from brainscale.config import validate_config
-from brainscale.objectives import run_settings
+from brainscale.objectives import RunSpec, run_spec
 from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.training.loop import pretrain
 
 
-def settings_for(args, workers: int, preload: bool) -> dict:
+def settings_for(args, workers: int, preload: bool) -> RunSpec:
     section = dict(validate_config({})["pretrain"], objectives=[f"semantoks-{args.model}"], batch_size=args.batch,
                    device=args.device, num_workers=workers, preload=preload, monitor_every=args.steps,
-                   budget=dict(unit="steps", total=args.steps, warmup=1, network_decay=args.steps,
-                               checkpoint_every=10**9))
-    return run_settings(section, f"semantoks-{args.model}")
+                   budget=dict(unit="steps", total=args.steps, warmup=1, checkpoint_every=10**9),
+                   options={"semantoks": {"network_decay": args.steps}})
+    return run_spec(section, f"semantoks-{args.model}")
 
 
 def measure(args, subjects: list[str], workers: int, preload: bool) -> dict:

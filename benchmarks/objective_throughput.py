@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from brainscale.config import validate_config
-from brainscale.objectives import PretrainingData, Step, get_objective, run_settings
+from brainscale.objectives import get_objective, run_spec
+from brainscale.objectives.base import PretrainingData, Step
 from brainscale.training.budget import BatchStream, training_budget
 from brainscale.training.schedules import ema_update
 
@@ -30,11 +31,13 @@ from brainscale.training.schedules import ema_update
 def time_run(run: str, args) -> dict:
     section = dict(validate_config({})["pretrain"], batch_size=args.batch, device=args.device,
                    objectives=[run], budget=dict(unit="steps", total=args.warmup + args.steps, warmup=1,
-                                                 network_decay=1, checkpoint_every=10**6))
-    settings = run_settings(section, run)
+                                                 checkpoint_every=10**6),
+                   options={"semantoks": {"network_decay": 1}} if run.startswith("semantoks-") else {})
+    spec = run_spec(section, run)
+    settings = spec.training
     subjects = tuple(np.load(Path(args.splits) / f"pretrain_n-{args.subjects}_seed-0.npy").astype(str))
     data = PretrainingData(Path(args.shards), subjects, settings["seed"])
-    objective = get_objective(settings["objective"])(settings, data)
+    objective = get_objective(spec.objective)(spec, data)
     dataset = objective.dataset()
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -36,14 +36,16 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from brainscale.objectives import PretrainingData
+from brainscale.objectives import run_spec
+from brainscale.objectives.base import PretrainingData
 from brainscale.config import load_config
 from brainscale.probing.baselines import fisher_z_connectivity
 from brainscale.probing.checkpoints import random_encoder
 from brainscale.probing.embeddings import extract_embeddings, probe_dataset
 from brainscale.probing.reid import reidentification
 from brainscale.shards.reader import shard_paths, subjects_from_shards
-from brainscale.training.loop import load_encoder, pretrain
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -92,7 +94,7 @@ def train_supervised(settings: dict, shards: Path, subjects, label: str, steps: 
     on [mean token, CLS] through a linear head), on the same subjects."""
     from brainscale.shards.reader import ShardDataset
 
-    encoder = random_encoder(settings, PretrainingData(shards, (), 0), settings["seed"])
+    encoder = random_encoder(run_spec(settings), PretrainingData(shards, (), 0), settings["seed"])
     values = subjects_from_shards(shard_paths(shards), labels=[label])[label]
     crops = ShardDataset(shard_paths(shards), subjects, seed=settings["seed"], preload=True)
     targets = torch.tensor(values.loc[crops.subject_ids].to_numpy(), dtype=torch.long)
@@ -162,7 +164,7 @@ def main() -> None:
         name = recipe.pop("name")
         settings = deep_update(dict(config["pretrain"], device="cpu"), recipe)
         if not args.no_baselines or recipe.get("random"):
-            encoder = random_encoder(settings, PretrainingData(shards, (), 0), settings["seed"])
+            encoder = random_encoder(run_spec(settings), PretrainingData(shards, (), 0), settings["seed"])
             rows.append({"recipe": f"{name} (random init)", **evaluate(encoder.eval(), dataset, targets)})
             print(rows[-1], flush=True)
         started = time.perf_counter()
@@ -174,7 +176,7 @@ def main() -> None:
             print(rows[-1], flush=True)
             continue
         output = Path(args.output) / name
-        export = pretrain(settings, shards, subjects, output, log=lambda line: None)
+        export = pretrain(run_spec(settings), shards, subjects, output, log=lambda line: None)
         seconds = time.perf_counter() - started
         log = pd.read_csv(output / "log.csv")
         monitors = log.dropna(subset=["cls_rank"]).iloc[-1]

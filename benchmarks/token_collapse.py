@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from brainscale.shards.reader import ShardDataset, shard_paths
-from brainscale.training.loop import load_encoder
+from brainscale.export import load_encoder
 
 
 def spreads(path: str, shards: str, subjects) -> tuple[float, float]:

@@ -6,7 +6,7 @@ MFU and peak memory for several recipes in the same invocation:
 
   reference            the reference implementation's recipe: attention as an explicit
                        softmax(q k^T / sqrt(d)) v, fp16 autocast + GradScaler;
-  brainscale           this project's: bf16 autocast, ``models.semantoks._attention`` (flash-attn
+  brainscale           this project's: bf16 autocast, ``models.layers._attention`` (flash-attn
                        when the package is installed, else PyTorch's SDPA with its own kernel choice);
   brainscale-compile   the same under ``torch.compile``;
   sdpa-flash           bf16 with SDPA held to its flash backend (no flash-attn package);
@@ -40,13 +40,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from brainscale.models import semantoks
-from brainscale.models.semantoks import MODEL_SIZES, SemantoksConfig
-from brainscale.objectives.masking import slice_masks
-from brainscale.training.distillation import SelfDistillation
+from brainscale.models import layers
+from brainscale.objectives.semantoks.distillation import SelfDistillation
+from brainscale.objectives.semantoks.masking import slice_masks
+from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 from brainscale.training.schedules import ema_update
 
-PROJECT_ATTENTION = semantoks._attention
+PROJECT_ATTENTION = layers._attention
 
 
 def explicit_attention(q, k, v):
@@ -114,7 +114,7 @@ def measure_matmul_peak(device: torch.device, size: int = 8192, repeats: int = 1
 def make_step(recipe: str, args, config: SemantoksConfig, device: torch.device):
     """The model and a closure taking one full training step of ``recipe`` (no host sync inside)."""
     attention, half, scaled, compiled = RECIPES[recipe]
-    semantoks._attention = attention
+    layers._attention = attention
     cuda = device.type == "cuda"
     torch.manual_seed(0)
     model = SelfDistillation(config).to(device)
@@ -248,7 +248,7 @@ def main() -> None:
             results.append(run(recipe, args, config, peak))  # the recipe's model and optimizer are freed on return
         except Exception as error:  # one recipe failing (a compile error, memory) must not lose the others
             print(f"  {recipe}: failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-        semantoks._attention = PROJECT_ATTENTION
+        layers._attention = PROJECT_ATTENTION
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if results and results[-1]["recipe"] == recipe:
@@ -263,7 +263,7 @@ def main() -> None:
             parser.error("--profile needs --out")
         args.out.mkdir(parents=True, exist_ok=True)
         summary["profile"] = profile(args.profile, args, config, args.out / f"profile-{args.profile}.txt")
-        semantoks._attention = PROJECT_ATTENTION
+        layers._attention = PROJECT_ATTENTION
         print(f"  profile of {args.profile}: GPU busy {summary['profile']['gpu_busy']:.1%} of the wall time "
               f"({args.out / f'profile-{args.profile}.txt'})")
     if args.out is not None:

@@ -75,7 +75,7 @@ def reference_state() -> dict:
             state[name] = torch.tensor(True)
         else:
             state[name] = torch.randn(shape, generator=generator)
-    from brainscale.models.semantoks import sincos_embedding
+    from brainscale.models.layers import sincos_embedding
 
     state["teacher_encoder.inter_network_transformer.temporal_pos_embedding"] = sincos_embedding(5, 768)
     for kind in ("tian3", "buckner7"):  # the reference's unused tokenizer sets

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from brainscale.config import ConfigError, resolve_inputs, validate_config
-from brainscale.models.semantoks import _PER_HEMISPHERE, reference_network_map
+from brainscale.models.config import _PER_HEMISPHERE, reference_network_map
 from brainscale.preprocessing.atlases import (NETWORKS_17, NETWORKS_17_TO_7, NETWORKS_7, SCHAEFER400_7N_SIZES,
                                               load_atlas_set, parcellation_weights)
 from brainscale.preprocessing.batch import write_network_mapping

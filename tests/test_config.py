@@ -133,9 +133,48 @@ def test_a_failing_job_writes_its_error_and_traceback_to_the_rule_log(tmp_path):
     ({"pretrain": {"objectives": ["semantoks-tiny", "semantoks-tiny"]}}, "lists a run twice"),
     ({"pretrain": {"model": "small"}}, r"pretrain.model': replaced by pretrain.objectives.*\[semantoks-small\]"),
     ({"pretrain": {"options": {"nosuch": {}}}}, r"pretrain.options.nosuch': unknown objective"),
-    ({"pretrain": {"options": {"semantoks": {"colour": 1}}}}, r"pretrain.options.semantoks: unknown keys \['colour'\]"),
+    ({"pretrain": {"options": {"semantoks": {"colour": 1}}}},
+     r"pretrain.options.semantoks': .*Additional properties are not allowed \('colour' was unexpected\)"),
+    ({"pretrain": {"options": {"semantoks": {"mask_probability": 2}}}},
+     r"pretrain.options.semantoks.mask_probability': 2 is greater than the maximum of 1"),
+    ({"pretrain": {"options": {"semantoks": {"views": {"mode": "far"}}}}}, r"semantoks.views.mode': 'far' is not one of"),
+    ({"pretrain": {"options": {"semantoks": {"architecture": {"colour": 1}}}}}, r"semantoks.architecture': .*'colour'"),
     ({"pretrain": {"architecture": {"patch_length": 30}}}, "does not divide crop_length"),
+    ({"pretrain": {"options": {"semantoks": {"architecture": {"head_hidden": 7, "width": 60}}}}},
+     r"semantoks-tiny: width \(60\) must be even and a multiple of head_dim"),
 ])
 def test_objective_settings_that_cannot_train_fail_at_config_time(raw, words):
     with pytest.raises(ConfigError, match=words):
         validate_config(raw)
+
+
+@pytest.mark.parametrize("raw, old, new", [
+    ({"pretrain": {"mask_probability": 0.2}}, "pretrain.mask_probability", "pretrain.options.semantoks.mask_probability"),
+    ({"pretrain": {"views": {"mode": "independent"}}}, "pretrain.views", "pretrain.options.semantoks.views"),
+    ({"pretrain": {"budget": {"network_decay": 960}}}, "pretrain.budget.network_decay",
+     "pretrain.options.semantoks.network_decay"),
+])
+def test_a_key_that_moved_under_its_objective_names_the_new_place(raw, old, new):
+    with pytest.raises(ConfigError, match=rf"'{old}' moved to '{new}'.*Write it there"):
+        validate_config(raw)
+
+
+def test_per_objective_architecture_overrides_reach_every_preset_key():
+    from brainscale.objectives import run_spec
+
+    pretrain = validate_config({"pretrain": {"architecture": {"depth": 3},
+                                             "options": {"semantoks": {"architecture": {"head_hidden": 64}}}}})["pretrain"]
+    run = run_spec(pretrain)
+    assert (run.architecture["depth"], run.architecture["head_hidden"], run.architecture["width"]) == (3, 64, 64)
+
+
+def test_a_run_specification_is_frozen_round_trips_and_a_foreign_file_is_refused(tmp_path):
+    from brainscale.objectives import RunSpec, run_spec
+
+    run = run_spec(validate_config({})["pretrain"])
+    assert RunSpec.read(run.write(tmp_path / "run.yaml")) == run
+    with pytest.raises(TypeError):
+        run.options["views"]["mode"] = "independent"
+    (tmp_path / "other.yaml").write_text("pretrain: {}\n")
+    with pytest.raises(ConfigError, match="other.yaml is not a brainscale run specification"):
+        RunSpec.read(tmp_path / "other.yaml")

@@ -32,8 +32,9 @@ import pytest
 import torch
 import yaml
 
-from brainscale.objectives import PretrainingData
+from brainscale.objectives.base import PretrainingData
 from brainscale.config import validate_config
+from brainscale.objectives import run_spec
 from brainscale.preprocessing.batch import preprocess_batch
 from brainscale.preprocessing.discovery import find_runs
 from brainscale.probing.checkpoints import write_random_encoder
@@ -46,7 +47,7 @@ from .conftest import CONFIG, MINIMAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 PARTIAL = ".partial-"
-BUDGET = {"unit": "steps", "total": 6, "warmup": 1, "network_decay": 1, "checkpoint_every": 2}
+BUDGET = {"unit": "steps", "total": 6, "warmup": 1, "checkpoint_every": 2}
 TIMING_COLUMNS = ("samples_per_s", "data_wait")  # the log's only columns that differ between equal runs
 TIMING_INDICES = [log_columns(("cls", "network", "mask")).index(name) for name in TIMING_COLUMNS]
 
@@ -244,7 +245,7 @@ def embedding_inputs(shards, tmp_path_factory):
     for name, part in zip(("train", "val", "test"), (subjects[:2], subjects[2:3], subjects[3:])):
         np.save(splits / f"probe_{name}.npy", part)
     checkpoint = folder / "encoder.pt"
-    write_random_encoder({"model": "tiny", "architecture": {}}, PretrainingData(shards, (), 0), 5, checkpoint)
+    write_random_encoder(run_spec(CONFIG["pretrain"], "semantoks-tiny"), PretrainingData(shards, (), 0), 5, checkpoint)
     settings = dict(CONFIG["embed"], n_crops=2, cache_dir=str(folder / "cache"))
     reference = folder / "reference.h5"
     assert not embed_checkpoint(checkpoint, shards, splits, reference, settings)
@@ -276,8 +277,9 @@ def test_killed_embedding_cache_leaves_nothing_partial_and_reruns_identically(mo
 
 PRETRAIN = '''
 import numpy as np
+from brainscale.objectives import run_spec
 from brainscale.training.loop import log_columns, pretrain
-pretrain(ARGS["settings"], ARGS["shards"], np.array(ARGS["subjects"]), ARGS["output"], log=lambda line: None)
+pretrain(run_spec(ARGS["settings"]), ARGS["shards"], np.array(ARGS["subjects"]), ARGS["output"], log=lambda line: None)
 '''
 
 
@@ -321,7 +323,7 @@ def test_killed_checkpoint_save_resumes_from_the_last_complete_checkpoint(shards
     with h5py.File(sorted(shards.glob("shard-*.h5"))[0], "r") as shard:
         subjects = sorted(set(shard["long_subject_id"][:].astype(str)))[:2]
     reference = tmp_path / "reference"
-    pretrain(settings, shards, np.array(subjects), reference, log=lambda line: None)
+    pretrain(run_spec(settings), shards, np.array(subjects), reference, log=lambda line: None)
     output = tmp_path / "killed"
     # Killed while writing the step-4 checkpoint: the step-2 one must be what a rerun finds.
     run_killed(PRETRAIN, kill=["replace", 2, "checkpoint.pt"], settings=settings, shards=shards, subjects=subjects,
@@ -329,7 +331,7 @@ def test_killed_checkpoint_save_resumes_from_the_last_complete_checkpoint(shards
     assert torch.load(output / "checkpoint.pt", map_location="cpu", weights_only=False)["step"] == 2
     assert not (output / "encoder.pt").exists()
     lines = []
-    pretrain(settings, shards, np.array(subjects), output, log=lines.append)
+    pretrain(run_spec(settings), shards, np.array(subjects), output, log=lines.append)
     assert any(re.fullmatch(r"resuming from .*checkpoint\.pt at step 2", line) for line in lines), lines
     pd.testing.assert_frame_equal(read_log(output / "log.csv"), read_log(reference / "log.csv"))
     assert_same_weights(reference / "encoder.pt", output / "encoder.pt")

@@ -7,19 +7,23 @@ import pandas as pd
 import pytest
 import torch
 
-from brainscale.models.jepa import JEPAConfig, JEPAEncoder, mask_indices
-from brainscale.models.semantoks import sincos_embedding
-from brainscale.objectives import PretrainingData, available_objectives, parse_run_name
-from brainscale.objectives.gradients import (brain_gradients, diffusion_embedding, group_connectivity,
-                                             normalized_angle_affinity, subset_gradients)
-from brainscale.objectives.jepa import PRESETS, BlockMasking, BrainJEPA, JEPATraining, jepa_loss, token_indices
+from brainscale.config import validate_config
+from brainscale.errors import ConfigError
+from brainscale.models.layers import sincos_embedding
+from brainscale.objectives import available_objectives, get_objective, parse_run_name, run_spec
+from brainscale.objectives.base import PretrainingData, network_map_of
+from brainscale.objectives.jepa.gradients import (brain_gradients, diffusion_embedding, group_connectivity,
+                                                  normalized_angle_affinity, subset_gradients)
+from brainscale.objectives.jepa.model import JEPAEncoder, mask_indices
+from brainscale.objectives.jepa.objective import BlockMasking, BrainJEPA, JEPATraining, jepa_loss, token_indices
+from brainscale.objectives.jepa.spec import PRESETS, JEPAConfig
 from brainscale.probing.checkpoints import load_checkpoint, random_encoder
 from brainscale.probing.embeddings import extract_embeddings
 from brainscale.shards.reader import ShardDataset, shard_paths
-from brainscale.training.loop import TrainingError, load_encoder, network_map_of, pretrain
+from brainscale.training.loop import load_encoder, pretrain
 from tests.test_training import SETTINGS, subjects_of
 
-JEPA = dict(SETTINGS, objective="jepa", model="tiny")
+JEPA = run_spec(SETTINGS, "jepa-tiny")
 
 
 def _draws(n_patches: int, count: int = 40, seed: int = 0, n_channels: int = 457):
@@ -28,8 +32,8 @@ def _draws(n_patches: int, count: int = 40, seed: int = 0, n_channels: int = 457
 
 
 def test_jepa_is_discovered():
-    assert available_objectives()["jepa"] is BrainJEPA
-    assert parse_run_name("jepa-base") == (BrainJEPA, "base")
+    assert get_objective("jepa") is BrainJEPA
+    assert parse_run_name("jepa-base") == (available_objectives()["jepa"], "base")
 
 
 @pytest.mark.parametrize("n_patches", [3, 4, 10])
@@ -84,7 +88,7 @@ def test_masks_skip_missing_channels_and_are_deterministic():
 
 def test_dataset_items_depend_only_on_seed_pass_and_item(shards):
     subjects = tuple(subjects_of(shards)[:3])
-    objective = BrainJEPA(dict(JEPA, preload=False), PretrainingData(shards, subjects, 3))
+    objective = BrainJEPA(run_spec(dict(SETTINGS, preload=False), "jepa-tiny"), PretrainingData(shards, subjects, 3))
     dataset = objective.dataset()
     x, missing, context, targets = dataset[(1, 2)]
     assert x.shape == (457, 48) and context.shape == targets.shape == (457, 3)
@@ -225,29 +229,57 @@ def test_pretraining_exports_and_resumes_exactly(shards, tmp_path):
     table = extract_embeddings(probed, dataset, batch_size=4)
     assert table.features["cls"].shape == (len(dataset.runs) * 2, 1, 32)
     assert np.isfinite(table.matrix("cls_avg")).all()
-    data = PretrainingData(shards, tuple(subjects), JEPA["seed"])
-    start = random_encoder(JEPA, data, JEPA["seed"]).state_dict()
-    torch.manual_seed(JEPA["seed"])
+    seed = JEPA.training["seed"]
+    data = PretrainingData(shards, tuple(subjects), seed)
+    start = random_encoder(JEPA, data, seed).state_dict()
+    torch.manual_seed(seed)
     built = BrainJEPA(JEPA, data).build().encoder.state_dict()
     assert all(torch.equal(start[key], built[key]) for key in built)
 
 
-@pytest.mark.parametrize("overrides, words", [
+@pytest.mark.parametrize("pretrain, words", [
     ({"architecture": {"patch_length": 20}}, r"patch_length \(20\) does not divide the crop_length \(48\)"),
     ({"architecture": {"token_width": 64}}, r"\['token_width'\] do not apply to jepa-tiny"),
     ({"options": {"jepa": {"observation_rois": [0.4, 0.5]}}}, "leaves an empty context"),
     ({"options": {"jepa": {"cross_roi_rois": [0.0, 0.1]}}}, "without targets"),
     ({"options": {"jepa": {"cross_time_time": [0.9, 1.0], "edge_fraction": 0.5}}}, "every observed time patch"),
     ({"options": {"jepa": {"cross_roi_time": [0.6, 0.2]}}}, r"cross_roi_time must be \[low, high\]"),
-    ({"options": {"jepa": {"mask_ratio": 0.5}}}, r"unknown keys \['mask_ratio'\]"),
-    ({"model": "huge"}, "jepa has no size 'huge'"),
+    ({"options": {"jepa": {"architecture": {"n_gradients": 0}}}}, r"n_gradients \(0\) must be at least 1"),
 ])
-def test_bad_settings_stop_at_config_time(overrides, words):
-    with pytest.raises(TrainingError, match=words):
-        BrainJEPA.check({**JEPA, **overrides})
+def test_bad_settings_stop_at_config_time(pretrain, words):
+    section = {**SETTINGS, **pretrain}
+    with pytest.raises(ConfigError, match=words):
+        run_spec(section, "jepa-tiny")
+    with pytest.raises(ConfigError, match=words):
+        validate_config({"pretrain": {"objectives": ["jepa-tiny"], **pretrain}})
+
+
+@pytest.mark.parametrize("pretrain, words", [
+    ({"options": {"jepa": {"mask_ratio": 0.5}}}, r"unknown keys \['mask_ratio'\]|'mask_ratio' was unexpected"),
+    ({"options": {"jepa": {"edge_fraction": 0.7}}}, r"jepa.edge_fraction'.*0.7"),
+    ({"objectives": ["jepa-huge"]}, "jepa has no size 'huge'"),
+])
+def test_bad_options_and_sizes_stop_at_config_time(pretrain, words):
+    with pytest.raises(ConfigError, match=words):
+        validate_config({"pretrain": {"objectives": ["jepa-tiny"], **pretrain}})
+
+
+def test_mask_ranges_are_checked_without_torch():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom brainscale.objectives import run_spec\nfrom brainscale.config import validate_config\n"
+              "section = validate_config({'pretrain': {'objectives': ['jepa-tiny']}})['pretrain']\n"
+              "run_spec(section, 'jepa-tiny')\n"
+              "section['options'] = {'jepa': {'observation_rois': [0.4, 0.5]}}\n"
+              "try:\n    run_spec(section, 'jepa-tiny')\nexcept ValueError as error:\n    print(error)\n"
+              "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "leaves an empty context" in result.stdout and result.stdout.strip().endswith("False")
 
 
 def test_default_settings_pass_the_check():
     for size in PRESETS:
-        BrainJEPA.check({**JEPA, "model": size})
+        run = run_spec(SETTINGS, f"jepa-{size}")
+        assert run.training["base_lr"] == 0.032 and run.options["edge_fraction"] == 0.3
     assert JEPAConfig(**PRESETS["base"]).n_tokens == 457 * 10

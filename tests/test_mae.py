@@ -10,18 +10,27 @@ import pandas as pd
 import pytest
 import torch
 
-from brainscale.models.mae import MAE_SIZES, MAEConfig, MAETraining, masked_patch_loss, standardise_coordinates
-from brainscale.objectives import PretrainingData, get_objective, parse_run_name
-from brainscale.objectives.mae import BrainLMMAE, draw_token_masks, mask_counts
+from brainscale.config import validate_config
+from brainscale.errors import ConfigError, TrainingError
+from brainscale.objectives import available_objectives, get_objective, parse_run_name, run_spec
+from brainscale.objectives.base import PretrainingData
+from brainscale.objectives.mae.model import MAETraining, masked_patch_loss, standardise_coordinates
+from brainscale.objectives.mae.objective import BrainLMMAE, draw_token_masks
+from brainscale.objectives.mae.spec import MAE_SIZES, MAEConfig, mask_counts
 from brainscale.preprocessing.atlases import AtlasSet, _surface_cortex_coordinates, surface_centroids, volume_centroids
-from brainscale.training.loop import TrainingError, load_encoder, pretrain
+from brainscale.training.loop import load_encoder, pretrain
 from tests.test_training import SETTINGS, subjects_of
 
-MAE = dict(SETTINGS, objective="mae", model="tiny")
+MAE = run_spec(SETTINGS, "mae-tiny")
 
 
 def mae_settings(**options) -> dict:
-    return dict(MAE, options={"mae": options})
+    """The pretrain section with ``pretrain.options.mae``."""
+    return dict(SETTINGS, options={"mae": options})
+
+
+def mae_run(**options):
+    return run_spec(mae_settings(**options), "mae-tiny")
 
 
 # --- coordinates -----------------------------------------------------------------------------
@@ -78,7 +87,7 @@ def test_the_shards_carry_coordinates_that_the_encoder_standardises(shards):
     standard = standardise_coordinates(coordinates)
     torch.testing.assert_close(standard.mean(dim=0), torch.zeros(3), atol=1e-5, rtol=0)
     assert abs(standard.pow(2).sum(dim=1).mean().item() - 3) < 1e-4
-    model = BrainLMMAE(mae_settings(), data).build()
+    model = BrainLMMAE(mae_run(), data).build()
     torch.testing.assert_close(model.encoder.coordinates, standard)
 
 
@@ -99,14 +108,14 @@ def test_masks_have_the_ratio_and_are_disjoint(ratio):
 
 def test_dataset_masks_are_a_function_of_seed_pass_and_item(shards):
     subjects = tuple(subjects_of(shards)[:4])
-    dataset = BrainLMMAE(mae_settings(), PretrainingData(shards, subjects, 21)).dataset()
+    dataset = BrainLMMAE(mae_run(), PretrainingData(shards, subjects, 21)).dataset()
     x, missing, visible, masked = dataset[(0, 1)]
     assert x.shape == (457, 40) and missing.shape == (457,)
     assert (visible.shape, masked.shape) == ((228,), (686,))
     again = dataset[(0, 1)]
     assert all(torch.equal(a, b) for a, b in zip((x, missing, visible, masked), again))
     assert not torch.equal(dataset[(1, 1)][2], visible) and not torch.equal(dataset[(0, 2)][2], visible)
-    other_seed = BrainLMMAE(mae_settings(), PretrainingData(shards, subjects, 22)).dataset()
+    other_seed = BrainLMMAE(mae_run(), PretrainingData(shards, subjects, 22)).dataset()
     assert not torch.equal(other_seed[(0, 1)][2], visible)
 
 
@@ -147,7 +156,8 @@ def test_missing_channels_neither_inform_nor_count():
 # --- training, export, resume ------------------------------------------------------------------
 
 def test_mae_is_found_by_its_run_name():
-    assert get_objective("mae") is BrainLMMAE and parse_run_name("mae-tiny") == (BrainLMMAE, "tiny")
+    assert get_objective("mae") is BrainLMMAE
+    assert parse_run_name("mae-tiny") == (available_objectives()["mae"], "tiny")
     assert set(BrainLMMAE.presets) == {"tiny", "small", "base"}
 
 
@@ -175,17 +185,40 @@ def test_pretraining_exports_a_probeable_encoder_and_resumes_exactly(shards, tmp
 # --- bad input ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings, words", [
-    (dict(MAE, architecture={"patch_length": 30}), r"patch_length \(30\) does not divide crop_length \(40\)"),
-    (dict(MAE, architecture={"token_width": 48}), "token_width"),
-    (mae_settings(mask_ratio=0.0), "mask_ratio: mask_ratio must lie strictly between 0 and 1"),
-    (mae_settings(mask_ratio=1.0), "strictly between 0 and 1"),
+    (dict(SETTINGS, architecture={"patch_length": 30}), r"patch_length \(30\) does not divide crop_length \(40\)"),
+    (dict(SETTINGS, architecture={"token_width": 48}), "token_width"),
+    # the option's schema refuses 0 and 1 first (its words), the check the ratios that leave no token
+    (mae_settings(mask_ratio=0.0), r"mask_ratio: mask_ratio must lie strictly between 0 and 1|"
+                                   r"mae.mask_ratio': 0.0 is less than or equal to the minimum of 0"),
+    (mae_settings(mask_ratio=1.0), r"strictly between 0 and 1|mae.mask_ratio': 1.0 is greater than or equal to "
+                                   r"the maximum of 1"),
     (mae_settings(mask_ratio=1e-4), "leaves 914 visible and 0 masked"),
     (mae_settings(mask_ratio=0.9999), "leaves 0 visible and 914 masked"),
-    (mae_settings(ratio=0.5), r"pretrain.options.mae: unknown keys \['ratio'\]"),
+    (mae_settings(architecture={"decoder_width": 24}), r"decoder_width \(24\) must be even and a multiple of "
+                                                       r"decoder_head_dim \(16\)"),
 ])
 def test_bad_settings_are_refused_at_config_time(settings, words):
-    with pytest.raises(TrainingError, match=words):
-        BrainLMMAE.check(settings)
+    with pytest.raises(ConfigError, match=words):
+        run_spec(settings, "mae-tiny")
+
+
+@pytest.mark.parametrize("pretrain, words", [
+    ({"options": {"mae": {"ratio": 0.5}}}, r"pretrain.options.mae: unknown keys \['ratio'\]|'ratio' was unexpected"),
+    ({"options": {"mae": {"mask_ratio": 1.0}}}, r"mae.mask_ratio'.*1.0"),
+    ({"architecture": {"token_width": 48}}, "token_width"),
+    ({"options": {"mae": {"mask_ratio": 1e-4}}}, "leaves 914 visible and 0 masked"),
+])
+def test_bad_options_are_refused_by_the_config_check(pretrain, words):
+    with pytest.raises(ConfigError, match=words):
+        validate_config({"pretrain": {"objectives": ["mae-tiny"], **pretrain}})
+
+
+def test_token_width_equal_to_width_and_the_defaults_pass():
+    run = run_spec(dict(SETTINGS, architecture={"token_width": 32}), "mae-tiny")
+    assert run.architecture["token_width"] == 32 and run.options["mask_ratio"] == 0.75
+    assert run.training["base_lr"] == 1.0e-3 and list(run.training["weight_decay"]) == [0.05, 0.05]
+    for size in MAE_SIZES:
+        run_spec(SETTINGS, f"mae-{size}")
 
 
 def test_shards_without_coordinates_are_refused_with_the_fix(shards, tmp_path):

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from brainscale.models.reference import ReferenceImportError, import_reference_state_dict, map_reference_key
-from brainscale.models.semantoks import (MODEL_SIZES, Block, LongConv, ProjectionHead, SemantoksConfig,
-                                        SemantoksEncoder, reference_network_map)
+from brainscale.models.config import reference_network_map
+from brainscale.models.layers import Block
+from brainscale.objectives.semantoks.model import LongConv, ProjectionHead, SemantoksEncoder
+from brainscale.objectives.semantoks.reference import ReferenceImportError, import_reference_state_dict, map_reference_key
+from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainscale.objectives import available_objectives, parse_run_name, run_settings
-from brainscale.training.errors import TrainingError
+from brainscale.errors import ConfigError
+from brainscale.objectives import available_objectives, get_objective, parse_run_name, run_spec
 from brainscale.training.loop import load_encoder, pretrain
 from tests.test_training import SETTINGS, subjects_of
 
@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 def test_brain_semantoks_on_the_interface_reproduces_the_losses_before_it(shards, tmp_path):
     # tests/data/semantoks-reference-*: this run (first 4 subjects, 8 steps) with the training loop
     # that knew only Brain-Semantoks, before objectives became plug-ins
-    export = pretrain(dict(SETTINGS, objective="semantoks"), shards, subjects_of(shards)[:4], tmp_path / "run",
+    export = pretrain(run_spec(SETTINGS, "semantoks-tiny"), shards, subjects_of(shards)[:4], tmp_path / "run",
                       log=lambda line: None)
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     reference = pd.read_csv(DATA / "semantoks-reference-log.csv")
@@ -37,42 +37,39 @@ def test_run_names_select_an_objective_and_a_size():
     assert "semantoks" in available_objectives()
     objective, size = parse_run_name("semantoks-tiny")
     assert objective.name == "semantoks" and size == "tiny"
-    settings = run_settings(SETTINGS, "semantoks-small")
-    assert settings["objective"] == "semantoks" and settings["model"] == "small"
+    run = run_spec(SETTINGS, "semantoks-small")
+    assert run.objective == "semantoks" and run.size == "small" and run.architecture["width"] == 256
     for bad, words in (("semantoks", "objective-size"), ("nosuch-tiny", "unknown objective 'nosuch'"),
                        ("semantoks-huge", "no size 'huge'")):
-        with pytest.raises(TrainingError, match=words):
+        with pytest.raises(ConfigError, match=words):
             parse_run_name(bad)
 
 
 def test_options_override_the_shared_training_keys_for_one_objective_only():
     settings = dict(SETTINGS, options={"semantoks": {"base_lr": 0.5}})
-    assert run_settings(settings, "semantoks-tiny")["base_lr"] == 0.5
+    assert run_spec(settings, "semantoks-tiny").training["base_lr"] == 0.5
     # another run listed, another objective's options changed: this run's settings stay the same
     other = dict(settings, objectives=["semantoks-tiny", "jepa-tiny"],
                  options={**settings["options"], "jepa": {"base_lr": 0.1}})
-    assert run_settings(other, "semantoks-tiny") == run_settings(dict(settings, objectives=["semantoks-tiny"]),
-                                                                 "semantoks-tiny")
-    assert run_settings(other, "jepa-tiny")["base_lr"] == 0.1
-    with pytest.raises(TrainingError, match="unknown keys"):
-        available_objectives()["semantoks"].check(dict(settings, options={"semantoks": {"nosuch": 1}}))
+    assert run_spec(other, "semantoks-tiny") == run_spec(dict(settings, objectives=["semantoks-tiny"]),
+                                                         "semantoks-tiny")
+    assert run_spec(other, "jepa-tiny").training["base_lr"] == 0.1
 
 
 @pytest.mark.parametrize("name", sorted(available_objectives()))
 def test_every_objective_trains_exports_and_is_probed_through_one_interface(name, shards, tmp_path):
     """Whatever the objective: the loop trains it, its export loads, embed reads every layer's
     features, and its random init is the weights its pretraining starts from."""
-    from brainscale.objectives import PretrainingData
+    from brainscale.objectives.base import PretrainingData, network_map_of
     from brainscale.probing.checkpoints import load_checkpoint, random_encoder
     from brainscale.probing.embeddings import extract_embeddings
     from brainscale.shards.reader import ShardDataset, shard_paths
-    from brainscale.training.loop import network_map_of
 
     objective = available_objectives()[name]
     size = "tiny" if "tiny" in objective.presets else next(iter(objective.presets))
     subjects = subjects_of(shards)[:4]
-    settings = dict(SETTINGS, objective=name, model=size, budget=dict(SETTINGS["budget"], total=2, warmup=1))
-    export = pretrain(settings, shards, subjects, tmp_path / "run", log=lambda line: None)
+    run = run_spec(dict(SETTINGS, budget=dict(SETTINGS["budget"], total=2, warmup=1)), f"{name}-{size}")
+    export = pretrain(run, shards, subjects, tmp_path / "run", log=lambda line: None)
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log.columns[4:4 + len(objective.loss_terms)]) == list(objective.loss_terms)
     assert np.isfinite(log["loss"]).all() and np.isfinite(log["cls_rank"].iloc[0])
@@ -83,16 +80,16 @@ def test_every_objective_trains_exports_and_is_probed_through_one_interface(name
     assert table.features["cls"].shape == (len(dataset.runs) * 2, encoder.config.depth, encoder.config.width)
     assert np.isfinite(table.matrix("cls_avg")).all()
     data = PretrainingData(shards, tuple(subjects), SETTINGS["seed"])
-    start = random_encoder(settings, data, SETTINGS["seed"]).state_dict()
+    start = random_encoder(run, data, SETTINGS["seed"]).state_dict()
     import torch
 
     torch.manual_seed(SETTINGS["seed"])
-    built = objective(settings, data).build().encoder.state_dict()
+    built = get_objective(name)(run, data).build().encoder.state_dict()
     assert all(torch.equal(start[key], built[key]) for key in built)
 
 
 def test_pretraining_data_takes_a_string_folder_and_an_array_of_subjects(shards):
-    from brainscale.objectives import PretrainingData
+    from brainscale.objectives.base import PretrainingData
 
     data = PretrainingData(str(shards), np.array(["a", "b"]), 0)
     assert data.shard_folder == Path(shards) and data.subjects == ("a", "b")

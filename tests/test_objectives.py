@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainscale.objectives.augment import augment
-from brainscale.objectives.coding_rate import coding_rate_loss
-from brainscale.objectives.masking import slice_masks
+from brainscale.objectives.semantoks.augment import augment
+from brainscale.objectives.semantoks.losses import coding_rate_loss
+from brainscale.objectives.semantoks.masking import slice_masks
 
 
 def test_coding_rate_loss_equals_a_direct_computation():

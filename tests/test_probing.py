@@ -9,9 +9,12 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
-from brainscale.objectives import PretrainingData
 from brainscale.config import ConfigError, validate_config
-from brainscale.models.semantoks import MODEL_SIZES, SemantoksConfig, SemantoksEncoder, reference_network_map
+from brainscale.models.config import reference_network_map
+from brainscale.objectives import run_spec
+from brainscale.objectives.base import PretrainingData, network_map_of
+from brainscale.objectives.semantoks.model import SemantoksEncoder
+from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 from brainscale.probing import embeddings
 from brainscale.probing.baselines import connectivity_features, fisher_z_connectivity
 from brainscale.probing.checkpoints import CheckpointError, load_checkpoint, write_random_encoder
@@ -22,12 +25,12 @@ from brainscale.probing.probes import (ProbeError, classification_metrics, probe
 from brainscale.probing.scaling import fit_power_law, write_scaling_outputs
 from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.shards.splits import write_splits
-from brainscale.training.loop import network_map_of, save_encoder
+from brainscale.export import save_encoder
 
 LABELS = validate_config({})["shards"]["labels"]
 GRID = validate_config({})["probe"]["strengths"]
 EMBED = dict(validate_config({})["embed"], batch_size=16)
-TINY = {"model": "tiny", "architecture": {}}
+TINY = run_spec(validate_config({})["pretrain"], "semantoks-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +269,7 @@ def test_checkpoints_that_do_not_fit_are_refused(shards, tiny_checkpoint, tmp_pa
     with pytest.raises(CheckpointError, match="edited.pt.*do not match the architecture.*export it again"):
         load_checkpoint(edited, network_map_of(shards))
     other_map = SemantoksEncoder(SemantoksConfig(**MODEL_SIZES["tiny"], network_map=[0, 1] * 4))
-    save_encoder(other_map, tmp_path / "other_map.pt")
+    save_encoder(other_map, tmp_path / "other_map.pt", objective="semantoks")
     with pytest.raises(CheckpointError, match="channel -> network"):
         load_checkpoint(tmp_path / "other_map.pt", network_map_of(shards))
     with pytest.raises(CheckpointError, match="no such file"):
@@ -354,7 +357,7 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
         path = tmp_path / source / "encoder.pt"
         metadata = {"trained_steps": 100 + seed} if n == 8 else \
             {"trained_steps": 100 + seed, "samples_seen": 1600.0 + 32 * seed, "passes": (1600.0 + 32 * seed) / n}
-        save_encoder(encoder, path, **metadata)
+        save_encoder(encoder, path, objective="semantoks", **metadata)
         encoder_files.append(path)
     write_scaling_outputs(files, sources, outputs, encoder_files=encoder_files, encoder_sources=encoder_sources,
                           reference_model="semantoks-tiny")
@@ -384,11 +387,12 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
 
 
 def test_random_init_baseline_starts_where_pretraining_starts(shards, tmp_path):
-    from brainscale.training.distillation import SelfDistillation
-    from brainscale.training.loop import load_encoder, model_config
+    from brainscale.objectives.semantoks.distillation import SelfDistillation
+    from brainscale.export import load_encoder
+    from brainscale.objectives.semantoks.objective import model_config
 
     torch.manual_seed(21)
-    start = SelfDistillation(model_config(TINY, network_map_of(shards))).teacher.state_dict()
+    start = SelfDistillation(model_config(TINY.architecture, network_map_of(shards))).teacher.state_dict()
     write_random_encoder(TINY, PretrainingData(shards, (), 0), seed=21, path=tmp_path / "random.pt")
     random = load_encoder(tmp_path / "random.pt").state_dict()
     assert all(torch.equal(random[name], start[name]) for name in start)

@@ -6,6 +6,7 @@ known inputs, a short run of each objective whose export loads, exact resume, co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,15 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from brainscale.models.sequence import LSTMConfig, TransformerConfig, masked_l1
-from brainscale.objectives import PretrainingData, get_objective, token_features
-from brainscale.objectives.autoencoder import LSTM_PRESETS, AutoencoderTraining
-from brainscale.objectives.csm import CausalSequenceTraining
-from brainscale.objectives.sequence import TRANSFORMER_PRESETS
-from brainscale.objectives.netbert import channel_mask, network_mask
-from brainscale.objectives.seqbert import BERTTraining, item_generator, step_mask
+from brainscale.config import validate_config
+from brainscale.errors import ConfigError, TrainingError
+from brainscale.objectives import get_objective, run_spec
+from brainscale.objectives.autoencoder.objective import AutoencoderTraining
+from brainscale.objectives.autoencoder.spec import LSTM_PRESETS
+from brainscale.objectives.base import PretrainingData, token_features
+from brainscale.objectives.csm.objective import CausalSequenceTraining
+from brainscale.objectives.netbert.objective import channel_mask, network_mask
+from brainscale.objectives.seqbert.objective import BERTTraining, item_generator, step_mask
+from brainscale.objectives.sequence.config import TRANSFORMER_PRESETS
+from brainscale.objectives.sequence.model import LSTMConfig, TransformerConfig, masked_l1
 from brainscale.shards.writer import MANIFEST
-from brainscale.training.errors import TrainingError
 from brainscale.training.loop import load_encoder, network_map_of, pretrain
 from tests.test_training import SETTINGS, subjects_of
 
@@ -30,12 +34,18 @@ NAMES = ("csm", "seqbert", "netbert", "autoencoder")
 C, T = 457, 48
 
 
-def settings_of(name: str, **options) -> dict:
-    return dict(SETTINGS, objective=name, model="tiny", options={name: options} if options else {})
+def section_of(name: str, **options) -> dict:
+    """The test ``pretrain`` section with ``options`` for objective ``name`` (and no other's)."""
+    return dict(SETTINGS, options={name: options} if options else {})
+
+
+def run_of(name: str, **options):
+    """The run ``{name}-tiny`` of the test section (a RunSpec, checked)."""
+    return run_spec(section_of(name, **options), f"{name}-tiny")
 
 
 def objective_of(name: str, shards, **options):
-    return get_objective(name)(settings_of(name, **options), PretrainingData(shards, tuple(subjects_of(shards)), 21))
+    return get_objective(name)(run_of(name, **options), PretrainingData(shards, tuple(subjects_of(shards)), 21))
 
 
 def crops(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -87,7 +97,7 @@ def test_masks_have_fixed_sizes_spare_missing_channels_and_repeat_for_a_key():
 
 
 def network_map_of_reference() -> list[int]:
-    from brainscale.models.semantoks import reference_network_map
+    from brainscale.models.config import reference_network_map
 
     return reference_network_map()
 
@@ -157,7 +167,7 @@ def test_losses_on_known_inputs():
 # --- training, exports, resume --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_short_run_exports_an_encoder_with_every_layer(shards, tmp_path, name):
-    export = pretrain(settings_of(name), shards, subjects_of(shards)[:4], tmp_path / name, log=lambda line: None)
+    export = pretrain(run_of(name), shards, subjects_of(shards)[:4], tmp_path / name, log=lambda line: None)
     log = pd.read_csv(tmp_path / name / "log.csv")
     terms = get_objective(name).loss_terms
     assert len(log) == 8 and np.isfinite(log[["loss", *terms]].to_numpy()).all()
@@ -179,10 +189,10 @@ def test_short_run_exports_an_encoder_with_every_layer(shards, tmp_path, name):
 
 def test_resumed_run_equals_uninterrupted_run(shards, tmp_path):
     subjects = subjects_of(shards)[:4]
-    settings = settings_of("seqbert")
-    pretrain(settings, shards, subjects, tmp_path / "straight", log=lambda line: None)
-    assert pretrain(settings, shards, subjects, tmp_path / "resumed", stop_at_step=4, log=lambda line: None) is None
-    pretrain(settings, shards, subjects, tmp_path / "resumed", log=lambda line: None)
+    run = run_of("seqbert")
+    pretrain(run, shards, subjects, tmp_path / "straight", log=lambda line: None)
+    assert pretrain(run, shards, subjects, tmp_path / "resumed", stop_at_step=4, log=lambda line: None) is None
+    pretrain(run, shards, subjects, tmp_path / "resumed", log=lambda line: None)
     first, second = (pd.read_csv(tmp_path / run / "log.csv") for run in ("straight", "resumed"))
     assert list(second["step"]) == list(range(8))
     for column in ("loss", "reconstruction", "is_next"):
@@ -197,17 +207,17 @@ def test_tr_comes_from_the_shards_record_else_the_option(shards, tmp_path):
     folder.mkdir()
     (folder / MANIFEST).write_text(json.dumps({"shards": [], "config": {"preprocess": {"target_tr": 0.8}}}))
     data = PretrainingData(folder, (), 0)
-    assert get_objective("csm")(settings_of("csm"), data).tr == 0.8
+    assert get_objective("csm")(run_of("csm"), data).tr == 0.8
     with pytest.raises(TrainingError, match=r"pretrain.options.csm.tr is 2.0 s.*target_tr = 0.8"):
-        get_objective("csm")(settings_of("csm", tr=2.0), data).tr
+        get_objective("csm")(run_of("csm", tr=2.0), data).tr
 
 
 @pytest.mark.parametrize("name, changes, words", [
     ("seqbert", {"options": {"mask_ratio": 0.01}}, r"seqbert.mask_ratio 0.01 masks round.* = 0 of the 48 TRs.*nothing"),
     ("seqbert", {"options": {"mask_ratio": 0.99}}, r"seqbert.mask_ratio 0.99 masks all 48 TRs"),
     ("netbert", {"options": {"mask_ratio": 0.02, "unit": "networks"}}, r"0 of the 9 networks.*unit: channels"),
-    ("netbert", {"options": {"mask_ratio": 1.5}}, r"netbert.mask_ratio must lie strictly between 0 and 1"),
-    ("netbert", {"options": {"unit": "parcels"}}, r"netbert.unit must be one of"),
+    ("netbert", {"options": {"mask_ratio": 1.5}}, r"pretrain.options.netbert.mask_ratio': 1.5 is greater than or equal to the maximum of 1"),
+    ("netbert", {"options": {"unit": "parcels"}}, r"pretrain.options.netbert.unit': 'parcels' is not one of \['channels', 'networks'\]"),
     ("seqbert", {"architecture": {"crop_length": 3}}, r"crop_length 3 is too short for seqbert.*at least 4"),
     ("netbert", {"architecture": {"crop_length": 3}}, r"crop_length 3 is too short for netbert"),
     ("csm", {"architecture": {"crop_length": 1}}, r"pretrain.architecture for csm-tiny: crop_length \(1\)"),
@@ -215,19 +225,32 @@ def test_tr_comes_from_the_shards_record_else_the_option(shards, tmp_path):
     ("csm", {"architecture": {"patch_length": 20}}, r"pretrain.architecture.patch_length does not apply to csm"),
     ("autoencoder", {"architecture": {"head_dim": 32}}, r"architecture.head_dim does not apply to autoencoder"),
     ("csm", {"architecture": {"width": 100}}, r"width \(100\) must be a multiple of head_dim"),
-    ("csm", {"options": {"tr": -1}}, r"pretrain.options.csm.tr must be a TR in seconds"),
-    ("seqbert", {"options": {"is_next_weight": -1}}, r"is_next_weight must be a number >= 0"),
-    ("autoencoder", {"options": {"mask_ratio": 0.2}}, r"pretrain.options.autoencoder: unknown keys \['mask_ratio'\]"),
+    ("csm", {"options": {"tr": -1}}, r"pretrain.options.csm.tr': -1 is less than or equal to the minimum of 0"),
+    ("seqbert", {"options": {"is_next_weight": -1}}, r"pretrain.options.seqbert.is_next_weight': -1 is less than the minimum of 0"),
 ])
 def test_bad_settings_are_refused_at_config_time(name, changes, words):
-    settings = dict(settings_of(name), architecture=dict(SETTINGS["architecture"], **changes.get("architecture", {})),
-                    options={name: changes.get("options", {})})
-    with pytest.raises(TrainingError, match=words):
-        get_objective(name).check(settings)
+    architecture, options = changes.get("architecture", {}), changes.get("options", {})
+    section = dict(SETTINGS, architecture=dict(SETTINGS["architecture"], **architecture), options={name: options})
+    with pytest.raises(ConfigError, match=words):
+        run_spec(section, f"{name}-tiny")
+    # the workflow's config check refuses them too (the option schema, else the same check)
+    with pytest.raises(ConfigError, match=rf"pretrain.(options.{name}|objectives.0)"):
+        validate_config({"pretrain": {"objectives": [f"{name}-tiny"], "architecture": architecture,
+                                      "options": {name: options}}})
+
+
+def test_unknown_options_are_refused_at_config_time():
+    with pytest.raises(ConfigError, match=r"pretrain.options.autoencoder.*'mask_ratio' was unexpected"):
+        validate_config({"pretrain": {"objectives": ["autoencoder-tiny"],
+                                      "options": {"autoencoder": {"mask_ratio": 0.2}}}})
 
 
 def test_a_bad_setting_stops_pretraining_before_it_starts(shards, tmp_path):
-    with pytest.raises(TrainingError, match="mask_ratio"):
-        pretrain(dict(settings_of("seqbert"), options={"seqbert": {"mask_ratio": 0.0}}), shards,
-                 subjects_of(shards)[:4], tmp_path / "bad", log=lambda line: None)
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        run_of("seqbert", mask_ratio=0.0)
+    # a run that escaped the config check (written by hand) is refused before any step
+    run = run_of("seqbert")
+    bad = dataclasses.replace(run, options={**run.options, "mask_ratio": 0.0})
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        pretrain(bad, shards, subjects_of(shards)[:4], tmp_path / "bad", log=lambda line: None)
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()

@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from brainscale.models.shuffled import ShuffledConfig, ShuffledEncoder, ShuffledTraining, code_loss, patch_loss
-from brainscale.objectives import PretrainingData, get_objective
-from brainscale.objectives.shuffled import PRESETS, ShuffledAutoregression
+from brainscale.config import validate_config
+from brainscale.errors import ConfigError, TrainingError
+from brainscale.objectives import get_objective, run_spec
+from brainscale.objectives.base import PretrainingData
+from brainscale.objectives.shuffled.model import ShuffledEncoder, ShuffledTraining, code_loss, patch_loss
+from brainscale.objectives.shuffled.objective import ShuffledAutoregression
+from brainscale.objectives.shuffled.spec import PRESETS, ShuffledConfig
 from brainscale.shards.writer import GROUPS, MANIFEST, sha256_of
-from brainscale.training.errors import TrainingError
 from brainscale.training.loop import load_encoder, pretrain
 from tests.test_training import SETTINGS, subjects_of
 
@@ -24,12 +27,17 @@ VOCABULARY = 8  # the test shards have about 450 windows of 20 TRs per network i
 
 
 def settings(tmp_path, **options) -> dict:
+    """The pretrain section with ``pretrain.options.shuffled``."""
     options = {"vocabulary": VOCABULARY, "codebook_cache": str(tmp_path / "codebooks"), **options}
-    return dict(SETTINGS, objective="shuffled", model="tiny", options={"shuffled": options})
+    return dict(SETTINGS, options={"shuffled": options})
+
+
+def shuffled_run(tmp_path, **options):
+    return run_spec(settings(tmp_path, **options), "shuffled-tiny")
 
 
 def objective(shards, subjects, tmp_path, **options) -> ShuffledAutoregression:
-    return ShuffledAutoregression(settings(tmp_path, **options),
+    return ShuffledAutoregression(shuffled_run(tmp_path, **options),
                                   PretrainingData(shards, tuple(subjects), SETTINGS["seed"]))
 
 
@@ -133,7 +141,7 @@ def test_orders_are_permutations_drawn_per_seed_pass_and_item(shards, tmp_path):
         assert sorted(order.tolist()) == list(range(45))
     assert len({tuple(o.tolist()) for o in orders.values()}) == 3
     assert torch.equal(dataset[(0, 1)][2], orders[(0, 1)])
-    other = ShuffledAutoregression(settings(tmp_path, target="continuous"),
+    other = ShuffledAutoregression(shuffled_run(tmp_path, target="continuous"),
                                    PretrainingData(shards, tuple(subjects), SETTINGS["seed"] + 1)).dataset()
     assert not torch.equal(other[(0, 1)][2], orders[(0, 1)])
     x, missing, order = next(iter(torch.utils.data.DataLoader(dataset, batch_sampler=[[(0, 0), (0, 1)]])))
@@ -189,7 +197,7 @@ def test_codebook_is_fitted_on_the_pretraining_subjects_only_and_cached(shards, 
     inside = objective(tmp_path / "inside" / "shards", subset, tmp_path / "inside").codebook()
     assert not np.array_equal(inside.centroids_[0], codebook.centroids_[0])
     # the default cache is <shard folder>/../cache/codebooks
-    default = ShuffledAutoregression(dict(SETTINGS, model="tiny"), PretrainingData(shards, tuple(subset), 0))
+    default = ShuffledAutoregression(run_spec(SETTINGS, "shuffled-tiny"), PretrainingData(shards, tuple(subset), 0))
     assert default.codebook_path().parent == shards.resolve().parent / "cache" / "codebooks"
 
 
@@ -202,14 +210,14 @@ def test_the_random_init_baseline_fits_no_codebook(shards, tmp_path):
 def test_a_codebook_larger_than_the_training_patches_stops_before_training(shards, tmp_path):
     with pytest.raises(TrainingError, match=r"pretrain\.options\.shuffled\.vocabulary.*larger than the 178 "
                                             r"training patches.*at most 178"):
-        pretrain(settings(tmp_path, vocabulary=500), shards, subjects_of(shards)[:2], tmp_path / "run",
+        pretrain(shuffled_run(tmp_path, vocabulary=500), shards, subjects_of(shards)[:2], tmp_path / "run",
                  log=lambda line: None)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_pretraining_exports_an_encoder_and_resumes_exactly(shards, tmp_path):
     subjects = subjects_of(shards)[:4]
-    run = settings(tmp_path)
+    run = shuffled_run(tmp_path)
     straight = pretrain(run, shards, subjects, tmp_path / "straight", log=lambda line: None)
     assert pretrain(run, shards, subjects, tmp_path / "resumed", stop_at_step=4, log=lambda line: None) is None
     resumed = pretrain(run, shards, subjects, tmp_path / "resumed", log=lambda line: None)
@@ -228,19 +236,22 @@ def test_pretraining_exports_an_encoder_and_resumes_exactly(shards, tmp_path):
 
 
 def test_continuous_targets_train_without_a_codebook(shards, tmp_path):
-    run = dict(settings(tmp_path, target="continuous"), budget=dict(SETTINGS["budget"], total=2, warmup=1))
+    run = run_spec(dict(settings(tmp_path, target="continuous"), budget=dict(SETTINGS["budget"], total=2, warmup=1)),
+                   "shuffled-tiny")
     assert pretrain(run, shards, subjects_of(shards)[:2], tmp_path / "run", log=lambda line: None).is_file()
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "log.csv")["loss"]).all()
     assert not (tmp_path / "codebooks").exists()
 
 
 @pytest.mark.parametrize("options, architecture, words", [
-    ({"vocabulary": 1}, {}, r"pretrain\.options\.shuffled\.vocabulary: 1 codes.*at least 2"),
+    # the options' schema words where it refuses a value first, else the check's
+    ({"vocabulary": 1}, {}, r"pretrain\.options\.shuffled\.vocabulary: 1 codes.*at least 2|"
+                            r"pretrain\.options\.shuffled\.vocabulary': 1 is less than the minimum of 2"),
     ({"vocabulary": 2.5}, {}, r"pretrain\.options\.shuffled\.vocabulary"),
-    ({"target": "pixels"}, {}, r"pretrain\.options\.shuffled\.target: 'pixels'.*codes.*continuous"),
+    ({"target": "pixels"}, {}, r"pretrain\.options\.shuffled\.target: 'pixels'.*codes.*continuous|"
+                               r"shuffled\.target': 'pixels' is not one of \['codes', 'continuous'\]"),
     ({"codebook_patches": 4}, {}, r"pretrain\.options\.shuffled\.codebook_patches: 4.*at least 8"),
     ({"codebook_cache": 3}, {}, r"pretrain\.options\.shuffled\.codebook_cache"),
-    ({"nosuch": 1}, {}, "unknown keys"),
     ({}, {"patch_length": 30}, r"pretrain\.architecture.*patch_length \(30\) does not divide crop_length \(100\)"),
     ({}, {"crop_length": 10}, r"crop_length \(10\) is shorter than one patch"),
     ({}, {"token_width": 128}, "token_width"),
@@ -248,8 +259,29 @@ def test_continuous_targets_train_without_a_codebook(shards, tmp_path):
 def test_bad_settings_stop_at_config_time(shards, tmp_path, options, architecture, words):
     bad = settings(tmp_path, **options)
     bad["architecture"] = dict(SETTINGS["architecture"], **architecture)
-    with pytest.raises(TrainingError, match=words):
-        get_objective("shuffled").check(bad)
-    with pytest.raises(TrainingError, match=words):
-        pretrain(bad, shards, subjects_of(shards)[:2], tmp_path / "bad", log=lambda line: None)
-    assert not (tmp_path / "bad" / "checkpoint.pt").exists() and not (tmp_path / "codebooks").exists()
+    with pytest.raises(ConfigError, match=words):
+        run_spec(bad, "shuffled-tiny")
+    raw = {"objectives": ["shuffled-tiny"], "options": bad["options"],
+           "architecture": dict(architecture)}
+    with pytest.raises(ConfigError, match=r"pretrain\.options\.shuffled|pretrain\.architecture|token_width"):
+        validate_config({"pretrain": raw})
+    assert not (tmp_path / "codebooks").exists()
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"nosuch": 1}, r"unknown keys|'nosuch' was unexpected"),
+    ({"vocabulary": 1}, r"shuffled.vocabulary'.*less than the minimum of 2"),
+    ({"target": "pixels"}, r"shuffled.target'.*'pixels' is not one of"),
+])
+def test_options_are_checked_by_their_schema(tmp_path, options, words):
+    with pytest.raises(ConfigError, match=words):
+        validate_config({"pretrain": {"objectives": ["shuffled-tiny"], "options": {"shuffled": options}}})
+
+
+def test_the_defaults_pass_and_set_the_training_keys():
+    for size in PRESETS:
+        run = run_spec(SETTINGS, f"shuffled-{size}")
+        assert dict(run.options) == {"target": "codes", "vocabulary": 64, "codebook_patches": 8192,
+                                     "codebook_cache": None}
+        assert run.training["base_lr"] == 0.032 and list(run.training["weight_decay"]) == [0.05, 0.05]
+    assert get_objective("shuffled") is ShuffledAutoregression

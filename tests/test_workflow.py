@@ -49,11 +49,14 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     splits = pd.read_csv(tmp_path / "results" / "splits" / "summary.tsv", sep="\t", index_col="split")["subjects"]
     assert splits["probe_test"] > 0 and splits["pretrain_pool"] >= 3
     # Pretraining: one encoder per subset size, loadable without the training code.
-    from brainscale.training.loop import load_encoder
+    from brainscale.export import load_encoder
+    from brainscale.objectives import RunSpec
 
     for size in (2, 3):
         folder = tmp_path / "results" / "pretrain" / "semantoks-tiny" / f"n-{size}_seed-0"
         assert load_encoder(folder / "encoder.pt").config.width == 64
+        # the run specification the job trained with, written beside the run
+        assert RunSpec.read(folder / "run.yaml").options["network_decay"] == 1
         log = pd.read_csv(folder / "log.csv")  # the same budget (3 steps) at every size
         assert list(log["step"]) == [0, 1, 2] and log["samples_seen"].iloc[-1] == 6
     # Probes, baselines, tables and figures.
@@ -81,11 +84,13 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     # A new checkpoint in place of a trained one, and one dropped in from elsewhere: probe_all embeds
     # and probes those two and redraws the figure; nothing is retrained or preprocessed again.
+    from brainscale.config import validate_config
+    from brainscale.objectives import run_spec
+    from brainscale.objectives.base import PretrainingData
     from brainscale.probing.checkpoints import write_random_encoder
-    from brainscale.objectives import PretrainingData
 
     data = PretrainingData(tmp_path / "results" / "shards", (), 0)
-    tiny = {"model": "tiny", "architecture": {}}
+    tiny = run_spec(validate_config({})["pretrain"], "semantoks-tiny")
     write_random_encoder(tiny, data, 5, tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-2_seed-0" / "encoder.pt")
     write_random_encoder(tiny, data, 6, tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-7_seed-4" / "encoder.pt")
     jobs = dry_run_jobs(tmp_path, "probe_all")

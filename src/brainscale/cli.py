@@ -39,13 +39,17 @@ def _verify(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .objectives import run_settings
+    from .objectives import RunSpec, run_spec
     from .training.loop import pretrain
 
-    section = (load_config(args.config) if args.config else validate_config({}))["pretrain"]
-    settings = run_settings(section, args.objective or section["objectives"][0])
+    if args.spec:
+        if args.config or args.objective:
+            raise ConfigError("brainscale pretrain: give --spec, or --config (and --objective), not both.")
+        run = RunSpec.read(args.spec)
+    else:
+        run = run_spec((load_config(args.config) if args.config else validate_config({}))["pretrain"], args.objective)
     subjects = np.load(args.subjects).astype(str)
-    pretrain(settings, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
+    pretrain(run, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
     return 0
 
 
@@ -70,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser(
         "pretrain", help="pretrain one objective on one subset (under torchrun: data parallel)",
         description="Pretrain on one subset of subjects; run it under torchrun for several processes/GPUs.")
-    pretrain.add_argument("--config", help="workflow YAML config; its 'pretrain' section is used")
+    pretrain.add_argument("--spec", help="a run specification (the run.yaml the pretrain rule writes beside a run)")
+    pretrain.add_argument("--config", help="or a workflow YAML config; its 'pretrain' section is used")
     pretrain.add_argument("--shards", required=True, help="the shards folder (results/shards)")
     pretrain.add_argument("--subjects", required=True, help=".npy list of subject ids (a split file)")
     pretrain.add_argument("--output", required=True, help="output folder (checkpoint, log, encoder.pt)")

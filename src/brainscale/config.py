@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "resolve_inputs", "load_config"]
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, mistyped or impossible."""
+__all__ = ["ConfigError", "load_schema", "pretrain_schemas", "validate_config", "check_config", "check_moved_keys",
+           "resolve_inputs", "load_config"]
 
 
 def load_schema() -> dict:
     """Return the workflow's JSON schema as a dictionary."""
-    text = resources.files("brainscale").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return copy.deepcopy(_schema())
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return yaml.safe_load(resources.files("brainscale").joinpath("schemas/config.schema.yaml").read_text())
+
+
+def pretrain_schemas() -> dict:
+    """The schemas of the ``pretrain`` section's keys (an objective's options reuse the training keys')."""
+    return _schema()["properties"]["pretrain"]["properties"]
 
 
 def _validator_filling_defaults():
@@ -136,29 +145,48 @@ def _check_labels(config: dict) -> None:
             " Name one of shards.labels, or set it to null.")
 
 
+#: Objective-only keys that moved under ``pretrain.options.<objective>``: old place -> new place.
+MOVED_KEYS = {f"pretrain.{key}": f"pretrain.options.semantoks.{key}"
+              for key in ("mask_probability", "mask_weight", "network_weight", "eps", "views")}
+MOVED_KEYS["pretrain.budget.network_decay"] = "pretrain.options.semantoks.network_decay"
+
+
+def check_moved_keys(config: dict) -> None:
+    """A config that still sets a key at its old place gets the new place named."""
+    for old, new in MOVED_KEYS.items():
+        section, *path = old.split(".")
+        value = config.get(section, {})
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            raise ConfigError(f"config key '{old}' moved to '{new}' (objective-only settings live under "
+                              f"pretrain.options.<objective>). Write it there: {new}: {value!r}.")
+
+
 def _check_objectives(config: dict) -> None:
-    """Every run name of ``pretrain.objectives`` names an objective and one of its sizes, with settings it accepts."""
-    from .objectives import get_objective, run_settings
-    from .training.errors import TrainingError
+    """Every run name of ``pretrain.objectives`` names an objective and one of its sizes, every
+    ``pretrain.options.<name>`` passes that objective's option schema, and every run's settings its checks."""
+    from .objectives import get_spec, run_spec
 
     pretrain = config["pretrain"]
     if "model" in pretrain:
         raise ConfigError(
             f"config key 'pretrain.model': replaced by pretrain.objectives, a list of objective-size run names. "
             f"Write objectives: [semantoks-{pretrain['model']}] instead.")
-    for key in pretrain["options"]:
+    check_moved_keys(config)
+    training_schemas = pretrain_schemas()
+    for name, options in pretrain["options"].items():
         try:
-            get_objective(key)
-        except TrainingError as error:
-            raise ConfigError(f"config key 'pretrain.options.{key}': {error}") from None
+            get_spec(name).validate_options(options or {}, training_schemas)
+        except ConfigError as error:
+            raise ConfigError(f"config key 'pretrain.options.{name}': {error}") from None
     runs = pretrain["objectives"]
     if len(set(runs)) < len(runs):
         raise ConfigError(f"config key 'pretrain.objectives': {runs} lists a run twice. List each once.")
     for index, run in enumerate(runs):
         try:
-            settings = run_settings(pretrain, run)
-            get_objective(settings["objective"]).check(settings)
-        except TrainingError as error:
+            run_spec(pretrain, run)
+        except ConfigError as error:
             raise ConfigError(f"config key 'pretrain.objectives.{index}' ({run}): {error}") from None
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from brainscale.config import ConfigError, check_config, resolve_inputs
-from brainscale.objectives import run_settings
+from brainscale.objectives import run_spec
 from brainscale.preprocessing.discovery import InputError, find_runs, runs_fingerprint
 
 validate(config, "../schemas/config.schema.yaml")
@@ -105,9 +105,14 @@ def get_final_outputs():
 RUNS = config["pretrain"]["objectives"]  # run names objective-size, e.g. semantoks-tiny
 
 
-def get_run_settings(wildcards):
-    """The pretrain settings of one run (wildcard model: objective-size)."""
-    return run_settings(config["pretrain"], wildcards.model)
+RUN_SPECS = {}
+
+
+def get_run_spec(wildcards):
+    """The run specification of one run (wildcard model: objective-size), resolved once per parse."""
+    if wildcards.model not in RUN_SPECS:
+        RUN_SPECS[wildcards.model] = run_spec(config["pretrain"], wildcards.model).to_dict()
+    return RUN_SPECS[wildcards.model]
 
 
 def largest_subset():

@@ -12,7 +12,7 @@ rule random_init:
     output:
         "results/baselines/random/{model}_seed-{seed}/encoder.pt",
     params:
-        settings=get_run_settings,
+        run=get_run_spec,
         subjects=largest_subset(),
     conda:
         "../../envs/brainscale.yaml"

@@ -14,11 +14,12 @@ rule pretrain:
     output:
         encoder="results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt",
         log_csv="results/pretrain/{model}/n-{size}_seed-{seed}/log.csv",
+        run="results/pretrain/{model}/n-{size}_seed-{seed}/run.yaml",
         figure=report("results/pretrain/{model}/n-{size}_seed-{seed}/loss.png",
                       caption="../report/pretrain_loss.rst", category="Pretraining",
                       labels={"model": "{model}", "subjects": "{size}", "seed": "{seed}"}),
     params:
-        settings=get_run_settings,
+        run=get_run_spec,
         subjects=lambda wildcards: f"results/splits/pretrain_n-{wildcards.size}_seed-{wildcards.seed}.npy",
         processes=1 if config["pretrain"]["device"] == "cpu" else config["pretrain"]["gpus_per_job"],
     threads: config["pretrain"]["threads"]

@@ -4,11 +4,12 @@ import logging
 
 import torch
 
-from brainscale.training.launch import launch_pretraining
+from brainscale.objectives import RunSpec
 from brainscale.rulelog import rule_log
+from brainscale.training.launch import launch_pretraining
 
 rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 torch.set_num_threads(snakemake.threads)
-launch_pretraining(snakemake.params.settings, snakemake.input.shards, snakemake.params.subjects,
+launch_pretraining(RunSpec.from_dict(snakemake.params.run), snakemake.input.shards, snakemake.params.subjects,
                    snakemake.output.encoder.rsplit("/", 1)[0], processes=snakemake.params.processes,
                    log=logging.info, log_file=snakemake.log[0])

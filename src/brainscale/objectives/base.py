@@ -1,15 +1,10 @@
-"""What a pretraining objective provides to the training loop, the exports and the probes.
+"""The torch side of an objective: what it provides to the training loop, the exports and the probes.
 
-An objective is a subclass of :class:`Objective` in one module of this package (found by
-:func:`brainscale.objectives.available_objectives`, nothing else to register). It provides:
+An objective's package (see :mod:`brainscale.objectives`) has a torch-free ``spec.py`` (presets,
+options, checks) and a subclass of :class:`Objective` that provides:
 
-- ``presets``: named architectures (``tiny``, ``small``, ..., the paper's), the ``{size}`` of a
-  run name ``{objective}-{size}`` such as ``jepa-tiny``;
-- ``defaults``: its own settings (``pretrain.options.<name>`` overrides them); they may include
-  the shared training keys of :data:`TRAINING_KEYS`, which then replace the top-level
-  ``pretrain`` values for this objective only;
-- :meth:`Objective.build`: a :class:`torch.nn.Module` whose ``forward(*tensors, **options)``
-  returns a dict of scalar losses with ``total`` (and any of ``loss_terms``), with
+- :meth:`Objective.build`: a :class:`TrainingModel` whose ``forward(*tensors, **options)`` returns a
+  dict of scalar losses with ``total`` (and any of the spec's ``loss_terms``), with
   ``trainable_modules()``, ``ema_pairs()`` (``[(target, online), ...]``, empty without EMA) and
   ``encoder``, the module that is exported and probed;
 - :meth:`Objective.dataset`: a dataset whose keys are ``(pass, item)`` pairs and whose items are
@@ -18,7 +13,7 @@ An objective is a subclass of :class:`Objective` in one module of this package (
 - :meth:`Objective.prepare`: the step's batch on the device and the forward options (per-step
   draws and schedules); tensors stay sample-major so that the loop can cut them into
   accumulation slices and data-parallel shares;
-- ``encoder_from_config``: the encoder of an export's config, for loading.
+- ``config_class`` and ``encoder_class``: the encoder of an export's config, for loading.
 
 An encoder has ``config`` (a dataclass with ``to_dict()``, ``crop_length``, ``depth``, ``width``
 and ``network_map``), ``has_cls`` and ``layer_outputs(x, missing_channels=None)``, the tokens
@@ -38,13 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..training.errors import TrainingError
+from .spec import ObjectiveSpec, RunSpec
 
-__all__ = ["Objective", "PretrainingData", "Step", "CropItems", "TRAINING_KEYS", "token_features",
-           "architecture_overrides", "item_generator"]
-
-#: Shared ``pretrain`` keys that an objective's defaults or options may set for that objective.
-TRAINING_KEYS = ("base_lr", "weight_decay", "momentum", "grad_clip")
+__all__ = ["Objective", "TrainingModel", "PretrainingData", "Step", "CropItems", "token_features", "item_generator",
+           "network_map_of"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +74,11 @@ class PretrainingData:
                             seed=self.seed, preload=preload, **options)
 
 
+def network_map_of(shard_folder: str | Path) -> list[int]:
+    """The model's (channels,) network map from the shards' ``network_mapping.npz``: 0-6, 7, 8."""
+    return PretrainingData(Path(shard_folder), (), 0).network_map
+
+
 @dataclass(frozen=True)
 class Step:
     """Where training stands when a batch is prepared."""
@@ -95,44 +92,49 @@ class Step:
     world_size: int = 1
 
 
+class TrainingModel(nn.Module):
+    """Base of the training models an objective builds: ``forward(*tensors, **options)`` returns a dict
+    of scalar losses with ``total``; ``encoder`` is the module that is exported and probed.
+
+    By default every parameter trains and nothing follows an EMA; an objective with a teacher or
+    target encoder overrides :meth:`trainable_modules` and :meth:`ema_pairs`.
+    """
+
+    encoder: nn.Module
+
+    def trainable_modules(self) -> nn.Module:
+        """The modules the optimizer updates."""
+        return self
+
+    def ema_pairs(self) -> list:
+        """``[(target, online), ...]``: modules that follow an EMA of others (empty without EMA)."""
+        return []
+
+
 class Objective(abc.ABC):
-    """A pretraining objective (see the module docstring)."""
+    """A pretraining objective (see the module docstring): the torch side of an :class:`ObjectiveSpec`.
 
-    name: ClassVar[str]
-    presets: ClassVar[dict]
-    defaults: ClassVar[dict] = {}
-    loss_terms: ClassVar[tuple] = ()
+    A subclass sets ``spec`` (its package's ``SPEC``), ``config_class`` and ``encoder_class``; the
+    run's settings are a :class:`RunSpec`: ``self.architecture``, ``self.options`` and
+    ``self.settings`` (the training keys).
+    """
 
-    def __init__(self, settings: dict, data: PretrainingData):
-        self.settings, self.data = settings, data
-        self.options = self.options_of(settings)
+    spec: ClassVar[ObjectiveSpec]
+    config_class: ClassVar[type]
+    encoder_class: ClassVar[type]
 
-    # --- configuration -------------------------------------------------------------------------
-    @classmethod
-    def check(cls, settings: dict) -> None:
-        """Config-time checks of the ``pretrain`` section for this objective (raise TrainingError)."""
-        options = (settings.get("options") or {}).get(cls.name, {})
-        unknown = sorted(set(options) - set(cls.defaults) - set(TRAINING_KEYS))
-        if unknown:
-            raise TrainingError(f"pretrain.options.{cls.name}: unknown keys {unknown}; {cls.name} takes "
-                                f"{sorted(set(cls.defaults) | set(TRAINING_KEYS))}.")
-        if settings["model"] not in cls.presets:
-            raise TrainingError(f"pretrain.objectives: {cls.name} has no size '{settings['model']}'; its sizes are "
-                                f"{sorted(cls.presets)} (write e.g. {cls.name}-{next(iter(cls.presets))}).")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "spec" in vars(cls):
+            cls.name, cls.presets, cls.loss_terms = cls.spec.name, cls.spec.presets, tuple(cls.spec.loss_terms)
 
-    @classmethod
-    def options_of(cls, settings: dict) -> dict:
-        """The objective's ``defaults`` with ``pretrain.options.<name>`` over them."""
-        return {**cls.defaults, **(settings.get("options") or {}).get(cls.name, {})}
-
-    @classmethod
-    def architecture(cls, settings: dict) -> dict:
-        """The preset of the run's size with the non-null ``pretrain.architecture`` overrides."""
-        return {**cls.presets[settings["model"]], **architecture_overrides(settings)}
+    def __init__(self, run: RunSpec, data: PretrainingData):
+        self.run, self.data = run, data
+        self.architecture, self.options, self.settings = dict(run.architecture), run.options, run.training
 
     # --- what the loop calls ---------------------------------------------------------------------
     @abc.abstractmethod
-    def build(self) -> nn.Module:
+    def build(self) -> TrainingModel:
         """The training model (initialised from the current torch seed)."""
 
     @abc.abstractmethod
@@ -140,9 +142,9 @@ class Objective(abc.ABC):
         """Training items keyed by ``(pass, item)``."""
 
     @classmethod
-    @abc.abstractmethod
     def encoder_from_config(cls, config: dict) -> nn.Module:
         """An encoder of the architecture an export records (weights loaded afterwards)."""
+        return cls.encoder_class(cls.config_class(**config))
 
     def prepare(self, batch, step: Step) -> tuple[tuple, dict]:
         """The batch on the device, and the forward options of this step."""
@@ -158,11 +160,6 @@ class Objective(abc.ABC):
         """The exported encoder of a freshly built model of ``seed`` (the random-init baseline)."""
         torch.manual_seed(seed)
         return self.build().encoder.eval()
-
-
-def architecture_overrides(settings: dict) -> dict:
-    """The non-null keys of ``pretrain.architecture``."""
-    return {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
 
 
 def item_generator(seed: int, epoch: int, item: int) -> torch.Generator:

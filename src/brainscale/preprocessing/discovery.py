@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..bids import parse_fmriprep_name, run_id_of
+from ..errors import InputError
 
 __all__ = ["Run", "find_runs", "read_repetition_time", "load_participants", "InputError", "runs_fingerprint",
            "expected_names", "no_runs_message"]
@@ -30,10 +31,6 @@ _BOLD_SUFFIX = "_desc-preproc_bold.nii.gz"
 _CONFOUNDS_SUFFIXES = ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv")
 #: Surface spaces fMRIPrep names two ways: ``space-fsaverage5`` or ``space-fsaverage_den-10k``.
 _SURFACE_DENSITIES = {"fsaverage5": ("fsaverage", "10k"), "fsaverage6": ("fsaverage", "41k")}
-
-
-class InputError(ValueError):
-    """An input file is missing, unreadable or inconsistent; the message names file, problem and fix."""
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from ..models.reference import ReferenceImportError, import_reference_state_dict, load_reference_checkpoint
-from ..models.semantoks import SemantoksEncoder
-from ..objectives import PretrainingData, get_objective
-from ..training.loop import TrainingError, load_encoder, model_config, save_encoder
+from ..errors import BrainscaleError, ConfigError, ExportError
+from ..export import load_encoder, save_encoder
+from ..objectives import RunSpec, get_objective
+from ..objectives.base import PretrainingData
+from ..objectives.semantoks.model import SemantoksEncoder
+from ..objectives.semantoks.objective import model_config
+from ..objectives.semantoks.reference import (ReferenceImportError, import_reference_state_dict,
+                                               load_reference_checkpoint)
+from ..objectives.semantoks.spec import MODEL_SIZES
 
 __all__ = ["CheckpointError", "load_checkpoint", "random_encoder", "write_random_encoder"]
 
 FORMATS = ("brainscale", "reference")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BrainscaleError, ValueError):
     """A checkpoint cannot be probed on these shards (the message names the file and the fix)."""
 
 
@@ -32,7 +36,7 @@ def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "
     path : str or Path
         An ``encoder.pt`` export of this project, or a reference training checkpoint / ``.pth``.
     network_map : list of int
-        The shards' channel -> network map (:func:`brainscale.training.loop.network_map_of`).
+        The shards' channel -> network map (:func:`brainscale.objectives.base.network_map_of`).
     format : {"brainscale", "reference"}
     settings : dict, optional
         For ``reference``: ``model`` (base, small, tiny) and ``architecture`` overrides, the
@@ -48,7 +52,7 @@ def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "
     if format == "brainscale":
         try:
             encoder = load_encoder(path)
-        except TrainingError as error:
+        except ExportError as error:
             raise CheckpointError(f"{label}: {error}") from None
         if list(encoder.config.network_map) != list(network_map):
             raise CheckpointError(
@@ -58,26 +62,22 @@ def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "
         return encoder
     settings = settings or {}
     try:
-        config = model_config({"model": settings.get("model", "base"),
-                               "architecture": settings.get("architecture") or {}}, network_map)
-        encoder = SemantoksEncoder(config)
+        overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
+        encoder = SemantoksEncoder(model_config({**MODEL_SIZES[settings.get("model", "base")], **overrides}, network_map))
         import_reference_state_dict(load_reference_checkpoint(path), encoder)
-    except (ReferenceImportError, TrainingError) as error:
+    except (ReferenceImportError, ConfigError) as error:
         raise CheckpointError(f"{label}: {error} Set its model (and architecture) in the config to the size it "
                               "was trained with.") from None
     return encoder.eval()
 
 
-def random_encoder(settings: dict, data: PretrainingData, seed: int):
-    """The exported encoder of ``settings`` (one run's pretrain settings, objective ``semantoks`` unless
-    named) with the initial weights of ``seed``; ``data`` is what the objective may read (the
-    largest pretraining subset, for an objective whose encoder depends on its data)."""
-    settings = {"objective": "semantoks", **settings}
-    return get_objective(settings["objective"])(settings, data).random_encoder(seed)
+def random_encoder(run: RunSpec, data: PretrainingData, seed: int):
+    """The exported encoder of ``run`` with the initial weights of ``seed``; ``data`` is what the
+    objective may read (the largest pretraining subset, for an objective whose encoder depends on its data)."""
+    return get_objective(run.objective)(run, data).random_encoder(seed)
 
 
-def write_random_encoder(settings: dict, data: PretrainingData, seed: int, path: str | Path) -> None:
+def write_random_encoder(run: RunSpec, data: PretrainingData, seed: int, path: str | Path) -> None:
     """Export a randomly initialised encoder (the random-init baseline) like a trained one."""
-    settings = {"objective": "semantoks", **settings}
-    save_encoder(random_encoder(settings, data, seed), path, objective=settings["objective"], trained_steps=0,
+    save_encoder(random_encoder(run, data, seed), path, objective=run.objective, run=run.to_dict(), trained_steps=0,
                  pretraining_subjects=0, initialisation_seed=seed)

@@ -218,7 +218,7 @@ def embed_checkpoint(checkpoint_path: str | Path, shard_folder: str | Path, spli
         True when the features came from the cache.
     """
     from ..shards.writer import MANIFEST, sha256_of
-    from ..training.loop import network_map_of
+    from ..objectives.base import network_map_of
     from .checkpoints import load_checkpoint
 
     checkpoint = dict(checkpoint or {"format": "brainscale"})

@@ -7,8 +7,9 @@ A budget is counted in one unit (``pretrain.budget.unit``):
 - ``steps``: optimizer steps, likewise size-independent;
 - ``epochs``: passes over the subset, the reference's protocol (compute grows with the subset).
 
-Its ``total``, ``warmup``, ``network_decay`` and ``checkpoint_every`` are in that unit and are
-turned into steps here; every schedule is defined on those steps. Batches are cut from a
+Its ``total``, ``warmup`` and ``checkpoint_every`` are in that unit and are turned into steps
+here (:meth:`TrainingBudget.steps` converts an objective's own lengths, such as Brain-Semantoks'
+``network_decay``); every schedule is defined on those steps. Batches are cut from a
 stream of passes over the subset, each pass a permutation of ``(seed, pass)``. With
 ``epochs`` a pass is cut into ``len(subset) // batch_size`` whole batches and the rest is
 dropped (as in the reference); otherwise the passes follow each other without a break, so any
@@ -23,12 +24,14 @@ from functools import lru_cache
 
 import torch
 
+from ..errors import BrainscaleError
+
 __all__ = ["BudgetError", "TrainingBudget", "training_budget", "pass_order", "BatchStream", "BatchShares"]
 
 UNITS = ("samples", "steps", "epochs")
 
 
-class BudgetError(ValueError):
+class BudgetError(BrainscaleError, ValueError):
     """A budget that cannot be trained as configured (the message names the key and the fix)."""
 
 
@@ -39,7 +42,6 @@ class TrainingBudget:
     unit: str
     total_steps: int
     warmup_steps: int
-    network_decay_steps: int
     checkpoint_every_steps: int
     batch_size: int
     subset_size: int
@@ -51,6 +53,14 @@ class TrainingBudget:
     def passes(self, steps: int) -> float:
         """Passes over the subset after ``steps`` steps."""
         return steps * self.batch_size / self.subset_size
+
+    def steps(self, length: int) -> int:
+        """Optimizer steps of ``length`` in the budget's unit (rounded down)."""
+        if self.unit == "steps":
+            return int(length)
+        if self.unit == "samples":
+            return int(length) // self.batch_size
+        return int(length) * (self.subset_size // self.batch_size)
 
 
 def training_budget(budget: dict, *, batch_size: int, subset_size: int) -> TrainingBudget:
@@ -69,14 +79,7 @@ def training_budget(budget: dict, *, batch_size: int, subset_size: int) -> Train
         raise BudgetError(f"pretrain.batch_size {batch_size} is larger than the pretraining subset of {subset_size} "
                           "subjects, which the epochs budget cannot cut into a batch: lower the batch size, drop the "
                           "smaller subset size, or count the budget in samples or steps.")
-
-    def steps(value: int) -> int:
-        if unit == "steps":
-            return int(value)
-        if unit == "samples":
-            return int(value) // batch_size
-        return int(value) * (subset_size // batch_size)
-
+    steps = TrainingBudget(unit, 0, 0, 0, batch_size, subset_size).steps
     total = steps(budget["total"])
     if total < 1:
         raise BudgetError(f"pretrain.budget.total {budget['total']} {unit} is less than one step of batch "
@@ -87,7 +90,6 @@ def training_budget(budget: dict, *, batch_size: int, subset_size: int) -> Train
                           f"the budget ({budget['total']} {unit}, {total} steps): lower the warm-up or raise "
                           "pretrain.budget.total.")
     return TrainingBudget(unit=unit, total_steps=total, warmup_steps=warmup,
-                          network_decay_steps=max(steps(budget["network_decay"]), 1),
                           checkpoint_every_steps=max(steps(budget["checkpoint_every"]), 1),
                           batch_size=batch_size, subset_size=subset_size)
 

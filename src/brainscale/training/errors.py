@@ -1,7 +1,5 @@
-"""The error of a pretraining run that cannot start or cannot go on."""
+"""The error of a pretraining run that cannot start or cannot go on (see :mod:`brainscale.errors`)."""
+
+from ..errors import TrainingError
 
 __all__ = ["TrainingError"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or cannot go on (the message says why and what to do)."""

@@ -1,4 +1,5 @@
-"""One pretraining job: in this process, or under torchrun with one process per GPU."""
+"""One pretraining job: its run specification written beside the run, then training in this process,
+or under torchrun with one process per GPU reading that same file."""
 
 from __future__ import annotations
 
@@ -7,41 +8,37 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from ..objectives import RunSpec
+from ..objectives.spec import RUN_FILE
 from .loop import pretrain
 
 __all__ = ["torchrun_command", "launch_pretraining"]
 
 
-def torchrun_command(settings_file: str | Path, shard_folder: str | Path, subjects_file: str | Path,
-                     output_dir: str | Path, processes: int, run: str = "semantoks-tiny") -> list[str]:
+def torchrun_command(run_file: str | Path, shard_folder: str | Path, subjects_file: str | Path,
+                     output_dir: str | Path, processes: int) -> list[str]:
     """The torchrun call that trains one subset data-parallel over ``processes`` processes."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            "-m", "brainscale.cli", "pretrain", "--config", str(settings_file), "--shards", str(shard_folder),
-            "--subjects", str(subjects_file), "--output", str(output_dir), "--objective", run]
+            "-m", "brainscale.cli", "pretrain", "--spec", str(run_file), "--shards", str(shard_folder),
+            "--subjects", str(subjects_file), "--output", str(output_dir)]
 
 
-def launch_pretraining(settings: dict, shard_folder: str | Path, subjects_file: str | Path,
+def launch_pretraining(run: RunSpec, shard_folder: str | Path, subjects_file: str | Path,
                        output_dir: str | Path, *, processes: int = 1, log=print, log_file: str | Path | None = None,
                        env: dict | None = None) -> None:
     """Pretrain one subset (the ``pretrain`` rule's job).
 
-    With ``processes`` > 1, runs torchrun with that many processes (one per GPU; gloo on CPU),
-    the settings passed through ``<output_dir>/settings.yaml``, their output appended to
+    Writes ``run`` to ``<output_dir>/run.yaml``. With ``processes`` > 1, runs torchrun with that many
+    processes (one per GPU; gloo on CPU), which read that file, their output appended to
     ``log_file``; otherwise trains in this process.
     """
     output_dir = Path(output_dir)
+    run_file = run.write(output_dir / RUN_FILE)
     if processes <= 1:
-        pretrain(settings, shard_folder, np.load(subjects_file).astype(str), output_dir, log=log)
+        pretrain(run, shard_folder, np.load(subjects_file).astype(str), output_dir, log=log)
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    settings_file = output_dir / "settings.yaml"
-    # the config section without the run's own keys; --run names the run again
-    section = {key: value for key, value in settings.items() if key not in ("objective", "model")}
-    settings_file.write_text(yaml.safe_dump({"pretrain": section}))
-    run = f"{settings.get('objective', 'semantoks')}-{settings['model']}"
-    command = torchrun_command(settings_file, shard_folder, subjects_file, output_dir, processes, run)
+    command = torchrun_command(run_file, shard_folder, subjects_file, output_dir, processes)
     log("running " + " ".join(command))
     with open(log_file or output_dir / "torchrun.log", "a") as output:
         result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env)

@@ -1,0 +1,2 @@
+"""The bidirectional-LSTM autoencoder of learning-from-brains (:mod:`.spec` the config side, :mod:`.objective`
+the training; the encoder is :class:`brainscale.objectives.sequence.model.LSTMEncoder`)."""

@@ -1,0 +1,1 @@
+"""Brain-Semantoks (:mod:`.spec` the config side, :mod:`.model` the encoder, :mod:`.objective` the training)."""
