@@ -94,3 +94,29 @@ def test_pretraining_data_takes_a_string_folder_and_an_array_of_subjects(shards)
     data = PretrainingData(str(shards), np.array(["a", "b"]), 0)
     assert data.shard_folder == Path(shards) and data.subjects == ("a", "b")
     assert len(data.network_map) == 457
+
+
+@pytest.mark.parametrize("name", ["jepa-tiny", "mae-tiny"])
+def test_exports_written_before_objectives_had_folders_still_load(name):
+    # tests/data/exports-before-folders: random-init exports written by the code of commit ded4334
+    import torch
+
+    path = DATA / "exports-before-folders" / f"{name}.pt"
+    payload = torch.load(path, weights_only=False)
+    encoder = load_encoder(path)
+    assert payload["objective"] == name.split("-")[0] and encoder.config.to_dict() == payload["config"]
+    assert all(torch.equal(encoder.state_dict()[key], value) for key, value in payload["state_dict"].items())
+
+
+def test_a_first_format_semantoks_export_still_loads(tmp_path):
+    import torch
+
+    from brainscale.export import save_encoder
+    from brainscale.objectives.semantoks.model import SemantoksEncoder
+    from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
+
+    save_encoder(SemantoksEncoder(SemantoksConfig(**MODEL_SIZES["tiny"])), tmp_path / "new.pt", objective="semantoks")
+    payload = torch.load(tmp_path / "new.pt", weights_only=False)
+    old = {"format": "brainscale-semantoks-encoder-1", "config": payload["config"], "state_dict": payload["state_dict"]}
+    torch.save(old, tmp_path / "old.pt")
+    assert load_encoder(tmp_path / "old.pt").config.width == MODEL_SIZES["tiny"]["width"]
