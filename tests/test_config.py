@@ -139,6 +139,8 @@ def test_a_failing_job_writes_its_error_and_traceback_to_the_rule_log(tmp_path):
      r"pretrain.options.semantoks.mask_probability': 2 is greater than the maximum of 1"),
     ({"pretrain": {"options": {"semantoks": {"views": {"mode": "far"}}}}}, r"semantoks.views.mode': 'far' is not one of"),
     ({"pretrain": {"options": {"semantoks": {"architecture": {"colour": 1}}}}}, r"semantoks.architecture': .*'colour'"),
+    ({"pretrain": {"options": {"mae": {"architecture": {"decoder_depth": "two"}}}}},
+     r"mae.architecture.decoder_depth': 'two' is not of type 'integer'"),
     ({"pretrain": {"architecture": {"patch_length": 30}}}, "does not divide crop_length"),
     ({"pretrain": {"options": {"semantoks": {"architecture": {"head_hidden": 7, "width": 60}}}}},
      r"semantoks-tiny: width \(60\) must be even and a multiple of head_dim"),

@@ -17,7 +17,7 @@ objective's own values. The workflow passes it to the job, which writes it besid
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -54,8 +54,14 @@ class ObjectiveSpec:
         The loss terms besides ``total`` (columns of ``log.csv``).
     training_defaults : mapping
         Values of :data:`TRAINING_KEYS` that replace the top-level ``pretrain`` ones for this objective.
+    config : type, optional
+        The encoder config dataclass: the architecture keys and their types come from its fields
+        (all but ``derived``, which the data set).
+    derived : tuple of str
+        Config fields that are not architecture overrides (default ``("network_map",)``).
     architecture_keys : tuple of str
-        The architecture keys ``pretrain.options.<name>.architecture`` may set (default: the presets' keys).
+        The architecture keys ``pretrain.options.<name>.architecture`` may set, where they are not the
+        config's fields less ``derived`` (without ``config``: the presets' keys).
     check : callable, optional
         ``check(run)`` for a :class:`RunSpec`: raise :class:`~brainscale.errors.ConfigError` naming the key.
     entry : str
@@ -69,6 +75,8 @@ class ObjectiveSpec:
     options: Mapping = field(default_factory=dict)
     loss_terms: tuple = ()
     training_defaults: Mapping = field(default_factory=dict)
+    config: type | None = None
+    derived: tuple = ("network_map",)
     architecture_keys: tuple = ()
     check: Callable | None = None
     entry: str = "objective:Objective"
@@ -83,8 +91,12 @@ class ObjectiveSpec:
     def sizes(self) -> list[str]:
         return list(self.presets)
 
-    def accepted_architecture(self) -> list[str]:
-        return sorted(self.architecture_keys or {key for preset in self.presets.values() for key in preset})
+    def architecture_schema(self) -> dict:
+        """key -> JSON schema of the architecture keys a run may override (typed from the config's fields)."""
+        types = {f.name: _json_type(f.type) for f in fields(self.config)} if self.config is not None else {}
+        keys = self.architecture_keys or [name for name in types if name not in self.derived] or \
+            {key for preset in self.presets.values() for key in preset}
+        return {key: types.get(key, {}) for key in sorted(keys)}
 
     def options_schema(self, training_schemas: Mapping) -> dict:
         """The JSON schema of ``pretrain.options.<name>``: the options, the training keys (their schemas
@@ -94,7 +106,7 @@ class ObjectiveSpec:
         for schema in properties.values():
             schema.pop("default", None)
         properties["architecture"] = {"type": "object", "additionalProperties": False,
-                                      "properties": {key: {} for key in self.accepted_architecture()}}
+                                      "properties": self.architecture_schema()}
         return {"type": "object", "additionalProperties": False, "properties": properties}
 
     def validate_options(self, options: Mapping, training_schemas: Mapping) -> None:
@@ -107,6 +119,20 @@ class ObjectiveSpec:
             takes = sorted([*self.options, *TRAINING_KEYS, "architecture"])
             raise ConfigError("Invalid objective options:\n" + "\n".join(lines) +
                               f"\n{self.name} takes {takes} (docs/objectives.md).")
+
+
+#: JSON types of the annotations config fields use (``int | None`` -> ``["integer", "null"]``).
+_JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "list": "array",
+               "None": "null"}
+
+
+def _json_type(annotation) -> dict:
+    """The JSON schema of a dataclass field's (string) annotation; ``{}`` (anything) where it is not simple."""
+    names = [part.strip() for part in str(annotation).split("|")]
+    kinds = [_JSON_TYPES.get(name) for name in names]
+    if None in kinds:
+        return {}
+    return {"type": kinds[0] if len(kinds) == 1 else kinds}
 
 
 def _freeze(value):

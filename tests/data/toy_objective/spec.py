@@ -35,4 +35,5 @@ SPEC = ObjectiveSpec(
     name="toy", presets={"tiny": {"width": 16}, "small": {"width": 32}},
     options={"noise_sd": {"description": "Gaussian noise added to the crops it denoises.", "type": "number",
                           "minimum": 0, "default": 0.1}},
-    loss_terms=("reconstruction",), training_defaults={"base_lr": 0.01}, check=check, entry="objective:Toy")
+    loss_terms=("reconstruction",), training_defaults={"base_lr": 0.01}, config=ToyConfig, check=check,
+    entry="objective:Toy")

@@ -27,4 +27,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="autoencoder", presets=LSTM_PRESETS, options=OPTIONS, training_defaults={"base_lr": 0.064},
-                     architecture_keys=architecture_keys(LSTMConfig), check=check, entry="objective:LSTMAutoencoder")
+                     config=LSTMConfig, architecture_keys=architecture_keys(LSTMConfig), check=check, entry="objective:LSTMAutoencoder")

@@ -21,5 +21,5 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="csm", presets=TRANSFORMER_PRESETS, options=OPTIONS, training_defaults={"base_lr": 0.032},
-                     architecture_keys=architecture_keys(TransformerConfig), check=check,
+                     config=TransformerConfig, architecture_keys=architecture_keys(TransformerConfig), check=check,
                      entry="objective:CausalSequenceModelling")

@@ -115,4 +115,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="jepa", presets=PRESETS, options=OPTIONS, training_defaults=TRAINING_DEFAULTS,
-                     architecture_keys=_ARCHITECTURE_KEYS, check=check, entry="objective:BrainJEPA")
+                     config=JEPAConfig, check=check, entry="objective:BrainJEPA")

@@ -116,5 +116,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="mae", presets=MAE_SIZES, options=OPTIONS, training_defaults=TRAINING_DEFAULTS,
-                     architecture_keys=tuple(name for name in MAEConfig.__dataclass_fields__ if name != "network_map"),
-                     check=check, entry="objective:BrainLMMAE")
+                     config=MAEConfig, check=check, entry="objective:BrainLMMAE")

@@ -44,5 +44,5 @@ def check(run) -> None:
 
 SPEC = ObjectiveSpec(name="netbert", presets=TRANSFORMER_PRESETS, options=OPTIONS,
                      loss_terms=("reconstruction", "is_next"), training_defaults={"base_lr": 0.032},
-                     architecture_keys=architecture_keys(TransformerConfig), check=check,
+                     config=TransformerConfig, architecture_keys=architecture_keys(TransformerConfig), check=check,
                      entry="objective:NetworkBERT")

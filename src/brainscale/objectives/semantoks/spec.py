@@ -83,6 +83,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="semantoks", presets=MODEL_SIZES, options=OPTIONS, loss_terms=("cls", "network", "mask"),
-                     architecture_keys=tuple(name for name in SemantoksConfig.__dataclass_fields__
-                                             if name != "network_map"),
-                     check=check, entry="objective:BrainSemantoks")
+                     config=SemantoksConfig, check=check, entry="objective:BrainSemantoks")

@@ -104,6 +104,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="shuffled", presets=PRESETS, options=OPTIONS, training_defaults=TRAINING_DEFAULTS,
-                     architecture_keys=tuple(name for name in ShuffledConfig.__dataclass_fields__
-                                             if name != "network_map"),
-                     check=check, entry="objective:ShuffledAutoregression")
+                     config=ShuffledConfig, check=check, entry="objective:ShuffledAutoregression")
