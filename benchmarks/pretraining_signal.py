@@ -16,8 +16,8 @@ This is a research script for choosing the demo recipe (the evidence is in confi
 not part of the workflow. Example:
 
     python benchmarks/pretraining_signal.py --size 128 --threads 2 \
-        --recipe '{"name": "reference-views", "views": {"mode": "independent"}}' \
-        --recipe '{"name": "distant", "views": {"mode": "distant"}}'
+        --recipe '{"name": "reference-views", "options": {"semantoks": {"views": {"mode": "independent"}}}}' \
+        --recipe '{"name": "distant", "options": {"semantoks": {"views": {"mode": "distant"}}}}'
 """
 
 from __future__ import annotations

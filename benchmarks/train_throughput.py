@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from brainscale.models import layers
 from brainscale.objectives.semantoks.distillation import SelfDistillation
 from brainscale.objectives.semantoks.masking import slice_masks
+from brainscale.objectives.semantoks.model import SemantoksEncoder
 from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 from brainscale.training.schedules import ema_update
 
@@ -235,13 +236,13 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     peak = args.peak_tflops or (measure_matmul_peak(device) if device.type == "cuda" else None)
-    print(f"model {args.model}: {sum(p.numel() for p in semantoks.SemantoksEncoder(config).parameters()) / 1e6:.1f}M "
+    print(f"model {args.model}: {sum(p.numel() for p in SemantoksEncoder(config).parameters()) / 1e6:.1f}M "
           f"encoder parameters, {forward_flops_per_sample(config) / 1e9:.2f} GFLOP forward per crop; batch "
           f"{args.batch} on {name}, torch {torch.__version__}" + (f"; bf16 matmul peak {peak:.0f} TFLOP/s" if peak else ""),
           flush=True)
     results = []
     for recipe in args.recipes:
-        if recipe == "flash-attn" and semantoks._flash_attn() is None:
+        if recipe == "flash-attn" and layers._flash_attn() is None:
             print("  flash-attn: skipped (the flash_attn package is not installed)")
             continue
         try:

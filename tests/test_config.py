@@ -180,3 +180,8 @@ def test_a_run_specification_is_frozen_round_trips_and_a_foreign_file_is_refused
     (tmp_path / "other.yaml").write_text("pretrain: {}\n")
     with pytest.raises(ConfigError, match="other.yaml is not a brainscale run specification"):
         RunSpec.read(tmp_path / "other.yaml")
+    # a hand-edited file is checked again by its objective
+    edited = (tmp_path / "run.yaml").read_text().replace("mask_probability: 0.5", "mask_probability: 5")
+    (tmp_path / "edited.yaml").write_text(edited)
+    with pytest.raises(ConfigError, match=r"mask_probability': 5 is greater than the maximum of 1"):
+        RunSpec.read(tmp_path / "edited.yaml")

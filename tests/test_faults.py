@@ -41,7 +41,8 @@ from brainscale.probing.checkpoints import write_random_encoder
 from brainscale.probing.embeddings import embed_checkpoint, read_features
 from brainscale.shards.writer import write_shards
 from brainscale.simulate.dataset import SPACE, demo_atlas_paths
-from brainscale.training.loop import log_columns, pretrain
+from brainscale.training.logbook import log_columns
+from brainscale.training.loop import pretrain
 
 from .conftest import CONFIG, MINIMAL_CONFIG
 
@@ -278,7 +279,8 @@ def test_killed_embedding_cache_leaves_nothing_partial_and_reruns_identically(mo
 PRETRAIN = '''
 import numpy as np
 from brainscale.objectives import run_spec
-from brainscale.training.loop import log_columns, pretrain
+from brainscale.training.logbook import log_columns
+from brainscale.training.loop import pretrain
 pretrain(run_spec(ARGS["settings"]), ARGS["shards"], np.array(ARGS["subjects"]), ARGS["output"], log=lambda line: None)
 '''
 

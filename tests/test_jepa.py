@@ -20,7 +20,8 @@ from brainscale.objectives.jepa.spec import PRESETS, JEPAConfig
 from brainscale.probing.checkpoints import load_checkpoint, random_encoder
 from brainscale.probing.embeddings import extract_embeddings
 from brainscale.shards.reader import ShardDataset, shard_paths
-from brainscale.training.loop import load_encoder, pretrain
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 from tests.test_training import SETTINGS, subjects_of
 
 JEPA = run_spec(SETTINGS, "jepa-tiny")

@@ -18,7 +18,8 @@ from brainscale.objectives.mae.model import MAETraining, masked_patch_loss, stan
 from brainscale.objectives.mae.objective import BrainLMMAE, draw_token_masks
 from brainscale.objectives.mae.spec import MAE_SIZES, MAEConfig, mask_counts
 from brainscale.preprocessing.atlases import AtlasSet, _surface_cortex_coordinates, surface_centroids, volume_centroids
-from brainscale.training.loop import load_encoder, pretrain
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 from tests.test_training import SETTINGS, subjects_of
 
 MAE = run_spec(SETTINGS, "mae-tiny")

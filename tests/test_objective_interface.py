@@ -11,7 +11,8 @@ import pytest
 
 from brainscale.errors import ConfigError
 from brainscale.objectives import available_objectives, get_objective, parse_run_name, run_spec
-from brainscale.training.loop import load_encoder, pretrain
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 from tests.test_training import SETTINGS, subjects_of
 
 DATA = Path(__file__).parent / "data"

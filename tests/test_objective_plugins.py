@@ -19,21 +19,42 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).parent / "data" / "toy_objective"
 
 
-@pytest.fixture
-def toy_plugin(tmp_path, monkeypatch):
+def install_toy(folder: Path, monkeypatch, *, name: str = "toy") -> None:
     """The toy objective (tests/data/toy_objective) as an installed distribution would offer it: a
-    package on the path and a ``brainscale.objectives`` entry point."""
-    shutil.copytree(TOY, tmp_path / "toy_objective")
-    info = tmp_path / "toy_objective-0.1.dist-info"
+    package on the path and a ``brainscale.objectives`` entry point; ``name`` replaces its name."""
+    shutil.copytree(TOY, folder / "toy_objective")
+    spec = folder / "toy_objective" / "spec.py"
+    spec.write_text(spec.read_text().replace('name="toy"', f'name="{name}"'))
+    info = folder / "toy_objective-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-objective\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[brainscale.objectives]\ntoy = toy_objective.spec\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(folder))
     available_objectives.cache_clear()
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    install_toy(tmp_path, monkeypatch)
     yield
+    forget_toy()
+
+
+def forget_toy() -> None:
     available_objectives.cache_clear()
     for name in [name for name in sys.modules if name.startswith("toy_objective")]:
         del sys.modules[name]
+
+
+@pytest.mark.parametrize("name, words", [("semantoks", "objective 'semantoks' is already defined"),
+                                         ("toy-net", "must be lower-case letters and digits")])
+def test_a_plugin_that_takes_a_builtin_name_or_a_bad_one_is_refused(tmp_path, monkeypatch, name, words):
+    install_toy(tmp_path, monkeypatch, name=name)
+    try:
+        with pytest.raises(ConfigError, match=words):
+            available_objectives()
+    finally:
+        forget_toy()
 
 
 def test_a_plugin_objective_is_configured_trained_exported_embedded_and_probed(toy_plugin, shards, tmp_path):

@@ -389,7 +389,7 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
 def test_random_init_baseline_starts_where_pretraining_starts(shards, tmp_path):
     from brainscale.objectives.semantoks.distillation import SelfDistillation
     from brainscale.export import load_encoder
-    from brainscale.objectives.semantoks.objective import model_config
+    from brainscale.objectives.semantoks.spec import model_config
 
     torch.manual_seed(21)
     start = SelfDistillation(model_config(TINY.architecture, network_map_of(shards))).teacher.state_dict()

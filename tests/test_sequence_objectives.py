@@ -27,7 +27,9 @@ from brainscale.objectives.seqbert.objective import BERTTraining, item_generator
 from brainscale.objectives.sequence.config import TRANSFORMER_PRESETS
 from brainscale.objectives.sequence.model import LSTMConfig, TransformerConfig, masked_l1
 from brainscale.shards.writer import MANIFEST
-from brainscale.training.loop import load_encoder, network_map_of, pretrain
+from brainscale.export import load_encoder
+from brainscale.objectives.base import network_map_of
+from brainscale.training.loop import pretrain
 from tests.test_training import SETTINGS, subjects_of
 
 NAMES = ("csm", "seqbert", "netbert", "autoencoder")

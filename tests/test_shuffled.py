@@ -20,7 +20,8 @@ from brainscale.objectives.shuffled.model import ShuffledEncoder, ShuffledTraini
 from brainscale.objectives.shuffled.objective import ShuffledAutoregression
 from brainscale.objectives.shuffled.spec import PRESETS, ShuffledConfig
 from brainscale.shards.writer import GROUPS, MANIFEST, sha256_of
-from brainscale.training.loop import load_encoder, pretrain
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 from tests.test_training import SETTINGS, subjects_of
 
 VOCABULARY = 8  # the test shards have about 450 windows of 20 TRs per network in 4 subjects

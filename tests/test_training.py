@@ -15,7 +15,9 @@ from brainscale.objectives import RunSpec, run_spec
 from brainscale.objectives.semantoks.distillation import SelfDistillation
 from brainscale.objectives.semantoks.spec import MODEL_SIZES, SemantoksConfig
 from brainscale.shards.reader import shard_paths, subjects_from_shards
-from brainscale.training.loop import TrainingError, load_encoder, pretrain
+from brainscale.errors import TrainingError
+from brainscale.export import load_encoder
+from brainscale.training.loop import pretrain
 
 #: A pretrain section (its first run: semantoks-tiny); run_spec(SETTINGS) is the run.
 SETTINGS = dict(validate_config({})["pretrain"], batch_size=2, device="cpu", base_lr=0.05,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, validate_config
+from .config import load_config, validate_config
+from .errors import BrainscaleError, ConfigError
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -40,6 +42,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .objectives import RunSpec, run_spec
+    from .objectives.spec import RUN_FILE
     from .training.loop import pretrain
 
     if args.spec:
@@ -48,6 +51,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         run = RunSpec.read(args.spec)
     else:
         run = run_spec((load_config(args.config) if args.config else validate_config({}))["pretrain"], args.objective)
+        if int(os.environ.get("RANK", "0")) == 0:  # beside the run, as the pretrain rule writes it
+            run.write(Path(args.output) / RUN_FILE)
     subjects = np.load(args.subjects).astype(str)
     pretrain(run, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
     return 0
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, FileExistsError) as exc:
+    except (BrainscaleError, FileExistsError) as exc:
         print(f"brainscale {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -177,9 +177,10 @@ def _check_objectives(config: dict) -> None:
     training_schemas = pretrain_schemas()
     for name, options in pretrain["options"].items():
         try:
-            get_spec(name).validate_options(options or {}, training_schemas)
+            spec = get_spec(name)
         except ConfigError as error:
             raise ConfigError(f"config key 'pretrain.options.{name}': {error}") from None
+        spec.validate_options(options or {}, training_schemas)
     runs = pretrain["objectives"]
     if len(set(runs)) < len(runs):
         raise ConfigError(f"config key 'pretrain.objectives': {runs} lists a run twice. List each once.")

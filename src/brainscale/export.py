@@ -27,15 +27,27 @@ LEGACY_FORMATS = {"brainscale-semantoks-encoder-1": "semantoks"}
 
 @lru_cache(maxsize=1)
 def provenance() -> dict:
-    """``{"version": ..., "commit": ...}``; the commit is that of the checkout the package runs from,
-    None outside git (an installed wheel)."""
+    """``{"version", "commit", "dirty"}``: the commit of the brainscale checkout the package runs from
+    and whether it had uncommitted changes; commit None where the package is not a checkout's (an
+    installed wheel, even inside another project's repository)."""
+    source = Path(__file__).resolve().parent
+    found = {"version": __version__, "commit": None, "dirty": None}
+    top = _git(source, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != source.parents[1]:  # the repository must be brainscale's (src/brainscale)
+        return found
+    found["commit"] = _git(source, "rev-parse", "HEAD")
+    status = _git(source, "status", "--porcelain", "--untracked-files=no")
+    found["dirty"] = None if status is None else bool(status)
+    return found
+
+
+def _git(folder: Path, *arguments: str) -> str | None:
+    """The output of a git command in ``folder``, None where git is absent or fails."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10)
-        commit = result.stdout.strip() if result.returncode == 0 else None
+        result = subprocess.run(["git", *arguments], cwd=folder, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"version": __version__, "commit": commit or None}
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def save_encoder(encoder, path: str | Path, *, objective: str, **metadata) -> None:

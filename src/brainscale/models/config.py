@@ -11,7 +11,8 @@ from dataclasses import asdict
 
 from ..errors import ArchitectureError
 
-__all__ = ["REFERENCE_NETWORK_SIZES", "reference_network_map", "EncoderConfig", "ArchitectureError"]
+__all__ = ["REFERENCE_NETWORK_SIZES", "REFERENCE_CHANNELS", "reference_network_map", "EncoderConfig",
+           "ArchitectureError"]
 
 #: Channels per network in the reference order: 7 cortical (Schaefer-400, 7 networks), Tian S3, Buckner 7.
 REFERENCE_NETWORK_SIZES = (61, 77, 46, 47, 26, 52, 91, 50, 7)
@@ -22,6 +23,10 @@ def reference_network_map() -> list[int]:
     """(457,) network of each channel for Schaefer-400 (LH then RH, 7-network order), Tian S3, Buckner 7."""
     cortical = [net for hemisphere in _PER_HEMISPHERE for net, count in enumerate(hemisphere) for _ in range(count)]
     return cortical + [7] * 50 + [8] * 7
+
+
+#: Channels of the brainscale atlases (the shards' groups), for config-time checks.
+REFERENCE_CHANNELS = sum(REFERENCE_NETWORK_SIZES)
 
 
 class EncoderConfig:
@@ -43,7 +48,14 @@ class EncoderConfig:
         return self.crop_length // self.patch_length
 
     @property
+    def n_tokens(self) -> int:
+        """Tokens of one crop where every channel and time patch is one (JEPA, MAE)."""
+        return self.n_channels * self.n_patches
+
+    @property
     def heads(self) -> int:
+        if self.head_dim < 1:
+            raise ArchitectureError(f"head_dim ({self.head_dim}) must be at least 1.")
         return max(self.width // self.head_dim, 1)
 
     def to_dict(self) -> dict:

@@ -20,10 +20,10 @@ from functools import lru_cache
 from importlib import metadata
 
 from ..errors import ConfigError
-from .spec import TRAINING_KEYS, ObjectiveSpec, RunSpec, build_run_spec
+from .spec import TRAINING_KEYS, ObjectiveSpec, RunSpec, build_run_spec, plain
 
 __all__ = ["ObjectiveSpec", "RunSpec", "TRAINING_KEYS", "available_objectives", "get_spec", "get_objective",
-           "parse_run_name", "run_spec", "ENTRY_POINT_GROUP"]
+           "parse_run_name", "run_spec", "check_run", "ENTRY_POINT_GROUP"]
 
 #: The entry-point group of objectives that live in other distributions.
 ENTRY_POINT_GROUP = "brainscale.objectives"
@@ -42,15 +42,26 @@ def available_objectives() -> dict[str, ObjectiveSpec]:
         if package.ispkg and importlib.util.find_spec(module) is not None:
             spec = getattr(importlib.import_module(module), "SPEC", None)
             if spec is not None:
-                found[spec.name] = _packaged(spec, module)
+                _add(found, _packaged(spec, module), module)
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         loaded = entry.load()
         spec = getattr(loaded, "SPEC", loaded)
         if not isinstance(spec, ObjectiveSpec):
             raise ConfigError(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) is not an ObjectiveSpec "
                               "nor a module with SPEC: point it at the objective's spec module.")
-        found[spec.name] = _packaged(spec, entry.module)
+        _add(found, _packaged(spec, entry.module), f"entry point {entry.name} = {entry.value}")
     return dict(sorted(found.items()))
+
+
+def _add(found: dict, spec: ObjectiveSpec, source: str) -> None:
+    """Register ``spec``, refusing a name that is not a run-name prefix or that another objective has."""
+    if not spec.name.isalnum() or not spec.name.islower():
+        raise ConfigError(f"{source}: objective name '{spec.name}' must be lower-case letters and digits (a run "
+                          f"name is <name>-<size>); rename it.")
+    if spec.name in found:
+        raise ConfigError(f"{source}: objective '{spec.name}' is already defined by {found[spec.name].package}; "
+                          "rename one of them.")
+    found[spec.name] = spec
 
 
 def get_spec(name: str) -> ObjectiveSpec:
@@ -95,13 +106,30 @@ def run_spec(pretrain: dict, run: str | None = None) -> RunSpec:
     spec, size = parse_run_name(run)
     check_moved_keys({"pretrain": pretrain})
     spec.validate_options((pretrain.get("options") or {}).get(spec.name) or {}, pretrain_schemas())
-    return build_run_spec(pretrain, run, spec, size)
+    return _checked(spec, build_run_spec(pretrain, run, spec, size))
 
 
-def __getattr__(name: str):
-    # the torch side, for code that imported it from here before objectives had folders
-    if name in ("Objective", "PretrainingData", "Step", "token_features", "TrainingModel", "CropItems"):
-        from . import base
+def check_run(run: RunSpec, source: str = "the run specification") -> RunSpec:
+    """``run`` after its objective's option schema and checks (a spec read from a file may have been edited)."""
+    from ..config import pretrain_schemas
 
-        return getattr(base, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    spec = get_spec(run.objective)
+    if run.size not in spec.presets or run.run != f"{run.objective}-{run.size}":
+        raise ConfigError(f"{source}: run '{run.run}' is not {run.objective}-<size> with a size of {sorted(spec.presets)}.")
+    spec.validate_options(plain(run.options), pretrain_schemas())
+    return _checked(spec, run)
+
+
+def _checked(spec: ObjectiveSpec, run: RunSpec) -> RunSpec:
+    """``run`` after ``spec.check``; an objective's check that fails with a Python error (a plug-in's
+    config refusing a key) becomes a ConfigError naming the run."""
+    if spec.check is not None:
+        try:
+            spec.check(run)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, ZeroDivisionError) as error:
+            raise ConfigError(f"pretrain.objectives: {run.run}: its settings do not build ({type(error).__name__}: "
+                              f"{error}); check pretrain.architecture and pretrain.options.{spec.name}.") from None
+    return run
+

@@ -87,26 +87,24 @@ class ObjectiveSpec:
         """The options' defaults."""
         return {key: copy.deepcopy(schema.get("default")) for key, schema in self.options.items()}
 
-    @property
-    def sizes(self) -> list[str]:
-        return list(self.presets)
-
-    def architecture_schema(self) -> dict:
-        """key -> JSON schema of the architecture keys a run may override (typed from the config's fields)."""
+    def architecture_schema(self, shared: Mapping | None = None) -> dict:
+        """key -> JSON schema of the architecture keys a run may override: typed from the config's fields
+        (positive), with the bounds of the ``pretrain.architecture`` key of the same name (``shared``)."""
         types = {f.name: _json_type(f.type) for f in fields(self.config)} if self.config is not None else {}
         keys = self.architecture_keys or [name for name in types if name not in self.derived] or \
             {key for preset in self.presets.values() for key in preset}
-        return {key: types.get(key, {}) for key in sorted(keys)}
+        bounds = {key: {k: v for k, v in schema.items() if k in ("minimum", "maximum")}
+                  for key, schema in (shared or {}).items()}
+        return {key: {**types.get(key, {}), **bounds.get(key, {})} for key in sorted(keys)}
 
     def options_schema(self, training_schemas: Mapping) -> dict:
         """The JSON schema of ``pretrain.options.<name>``: the options, the training keys (their schemas
         from the ``pretrain`` section's) and ``architecture``, nothing else."""
-        properties = {key: {k: v for k, v in schema.items() if k != "default"} for key, schema in self.options.items()}
-        properties.update({key: dict(training_schemas[key], default=None) for key in TRAINING_KEYS})
-        for schema in properties.values():
-            schema.pop("default", None)
+        properties = {key: {k: v for k, v in schema.items() if k != "default"}
+                      for key, schema in [*self.options.items(), *((k, training_schemas[k]) for k in TRAINING_KEYS)]}
+        shared = training_schemas.get("architecture", {}).get("properties")
         properties["architecture"] = {"type": "object", "additionalProperties": False,
-                                      "properties": self.architecture_schema()}
+                                      "properties": self.architecture_schema(shared)}
         return {"type": "object", "additionalProperties": False, "properties": properties}
 
     def validate_options(self, options: Mapping, training_schemas: Mapping) -> None:
@@ -127,12 +125,18 @@ _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "s
 
 
 def _json_type(annotation) -> dict:
-    """The JSON schema of a dataclass field's (string) annotation; ``{}`` (anything) where it is not simple."""
+    """The JSON schema of a dataclass field's (string) annotation, sizes and ratios positive; ``{}``
+    (anything) where it is not simple."""
     names = [part.strip() for part in str(annotation).split("|")]
     kinds = [_JSON_TYPES.get(name) for name in names]
     if None in kinds:
         return {}
-    return {"type": kinds[0] if len(kinds) == 1 else kinds}
+    schema = {"type": kinds[0] if len(kinds) == 1 else kinds}
+    if "integer" in kinds:
+        schema["minimum"] = 1
+    elif "number" in kinds:
+        schema["exclusiveMinimum"] = 0
+    return schema
 
 
 def _freeze(value):
@@ -144,12 +148,12 @@ def _freeze(value):
     return value
 
 
-def _thaw(value):
+def plain(value):
     """Plain dicts and lists again (for YAML, torch.save and comparisons with a loaded copy)."""
     if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_thaw(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
@@ -173,17 +177,30 @@ class RunSpec:
         for name in ("architecture", "options", "training"):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
 
+    __hash__ = None  # mutable-looking contents; compare with ==
+
+    def __reduce__(self):
+        # mapping proxies do not pickle (DataLoader workers started by spawn pickle their dataset)
+        return RunSpec.from_dict, (self.to_dict(),)
+
     def to_dict(self) -> dict:
         return {"format": RUN_FORMAT, "run": self.run, "objective": self.objective, "size": self.size,
-                "architecture": _thaw(self.architecture), "options": _thaw(self.options),
-                "training": _thaw(self.training)}
+                "architecture": plain(self.architecture), "options": plain(self.options),
+                "training": plain(self.training)}
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "the run specification") -> "RunSpec":
+        """The spec of :meth:`to_dict`'s dictionary, checked again by its objective (a file may have been edited)."""
         if not isinstance(data, Mapping) or data.get("format") != RUN_FORMAT:
             raise ConfigError(f"{source} is not a brainscale run specification ({RUN_FORMAT}): it is written by "
                               "the pretrain rule (run.yaml beside the run); rebuild it with snakemake.")
-        return cls(**{key: data[key] for key in ("run", "objective", "size", "architecture", "options", "training")})
+        keys = ("run", "objective", "size", "architecture", "options", "training")
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise ConfigError(f"{source} lacks {missing}: it was edited or truncated; rebuild it with snakemake.")
+        from . import check_run
+
+        return check_run(cls(**{key: data[key] for key in keys}), source)
 
     def write(self, path: str | Path) -> Path:
         """Write the spec as YAML (atomically)."""
@@ -212,7 +229,7 @@ def _with_defaults(defaults: Mapping, given: Mapping) -> dict:
 
 def build_run_spec(pretrain: Mapping, run: str, spec: ObjectiveSpec, size: str) -> RunSpec:
     """The :class:`RunSpec` of run ``run`` (objective ``spec``, preset ``size``) of a validated ``pretrain``
-    section; ``spec.check`` runs on it. The other runs and the other objectives' options are left out,
+    section, unchecked (:func:`brainscale.objectives.run_spec` checks it). The other runs and the other objectives' options are left out,
     so that listing another run leaves this run's settings as they were."""
     given = dict((pretrain.get("options") or {}).get(spec.name) or {})
     overrides = {key: value for key, value in (pretrain.get("architecture") or {}).items() if value is not None}
@@ -220,9 +237,5 @@ def build_run_spec(pretrain: Mapping, run: str, spec: ObjectiveSpec, size: str) 
     training = {key: value for key, value in pretrain.items() if key not in _NOT_TRAINING}
     training.update(spec.training_defaults)
     training.update({key: given.pop(key) for key in TRAINING_KEYS if key in given})
-    result = RunSpec(run=run, objective=spec.name, size=size,
-                     architecture={**spec.presets[size], **overrides}, options=_with_defaults(spec.defaults, given),
-                     training=training)
-    if spec.check is not None:
-        spec.check(result)
-    return result
+    return RunSpec(run=run, objective=spec.name, size=size, architecture={**spec.presets[size], **overrides},
+                   options=_with_defaults(spec.defaults, given), training=training)

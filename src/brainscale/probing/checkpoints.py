@@ -13,10 +13,9 @@ from ..export import load_encoder, save_encoder
 from ..objectives import RunSpec, get_objective
 from ..objectives.base import PretrainingData
 from ..objectives.semantoks.model import SemantoksEncoder
-from ..objectives.semantoks.objective import model_config
 from ..objectives.semantoks.reference import (ReferenceImportError, import_reference_state_dict,
                                                load_reference_checkpoint)
-from ..objectives.semantoks.spec import MODEL_SIZES
+from ..objectives.semantoks.spec import MODEL_SIZES, model_config
 
 __all__ = ["CheckpointError", "load_checkpoint", "random_encoder", "write_random_encoder"]
 
@@ -62,8 +61,12 @@ def load_checkpoint(path: str | Path, network_map: list[int], *, format: str = "
         return encoder
     settings = settings or {}
     try:
+        size = settings.get("model", "base")
+        if size not in MODEL_SIZES:
+            raise CheckpointError(f"{label}: model '{size}' is not one of {sorted(MODEL_SIZES)}: set the size the "
+                                  "checkpoint was trained with.")
         overrides = {k: v for k, v in (settings.get("architecture") or {}).items() if v is not None}
-        encoder = SemantoksEncoder(model_config({**MODEL_SIZES[settings.get("model", "base")], **overrides}, network_map))
+        encoder = SemantoksEncoder(model_config({**MODEL_SIZES[size], **overrides}, network_map))
         import_reference_state_dict(load_reference_checkpoint(path), encoder)
     except (ReferenceImportError, ConfigError) as error:
         raise CheckpointError(f"{label}: {error} Set its model (and architecture) in the config to the size it "

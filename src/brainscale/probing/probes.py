@@ -38,6 +38,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolu
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from ..errors import BrainscaleError
 from ..shards.splits import SplitError, probe_split
 from .embeddings import FeatureTable
 from .reid import REID_TASK, fingerprint_summary, reidentification
@@ -53,7 +54,7 @@ POOL_SEED = -1  # split_seed of scores computed on the whole probe pool (no spli
 LATENT_PREFIX = "latent_"
 
 
-class ProbeError(ValueError):
+class ProbeError(BrainscaleError, ValueError):
     """A probe cannot be fitted as configured (the message names the task and the fix)."""
 
 

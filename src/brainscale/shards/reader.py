@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import BrainscaleError
 from .writer import GROUPS, MANIFEST, sha256_of
 
 __all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "ShardDataset", "VIEW_MODES",
@@ -43,7 +44,7 @@ VIEW_MODES = {
 }
 
 
-class ShardCorrupted(RuntimeError):
+class ShardCorrupted(BrainscaleError, RuntimeError):
     """A shard's checksum differs from the manifest."""
 
 

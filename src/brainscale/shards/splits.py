@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import BrainscaleError
 from ..io import atomic_directory
 
 __all__ = ["SplitError", "probe_split", "pretraining_subsets", "write_splits", "subset_name"]
 
 
-class SplitError(ValueError):
+class SplitError(BrainscaleError, ValueError):
     """The requested split cannot be made from these subjects."""
 
 

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ..errors import BrainscaleError
 from ..io import atomic_directory
 
 __all__ = ["GROUPS", "ShardError", "sha256_of", "encode_labels", "write_shards", "MANIFEST"]
@@ -33,7 +34,7 @@ GROUPS = (("schaefer400", 400), ("tian3", 50), ("buckner7", 7))
 MANIFEST = "manifest.json"
 
 
-class ShardError(ValueError):
+class ShardError(BrainscaleError, ValueError):
     """Runs cannot be sharded as they are (the message names the file and the fix)."""
 
 

@@ -1,1 +1,1 @@
-"""Pretraining: schedules, the EMA teacher, the training loop and checkpoints."""
+"""Pretraining: the run's setup, the training loop, its log and checkpoints, budgets, schedules, launch."""

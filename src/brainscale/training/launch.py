@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import TrainingError
 from ..objectives import RunSpec
 from ..objectives.spec import RUN_FILE
 from .loop import pretrain
@@ -43,5 +44,5 @@ def launch_pretraining(run: RunSpec, shard_folder: str | Path, subjects_file: st
     with open(log_file or output_dir / "torchrun.log", "a") as output:
         result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
-        raise RuntimeError(f"torchrun with {processes} processes failed (exit {result.returncode}); its output "
+        raise TrainingError(f"torchrun with {processes} processes failed (exit {result.returncode}); its output "
                            f"is in {log_file or output_dir / 'torchrun.log'}")

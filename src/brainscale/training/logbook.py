@@ -36,6 +36,10 @@ class TrainingLog:
         self.checkpoint_path, self.stream = checkpoint_path, stream
         self.window_start, self.data_wait = time.perf_counter(), 0.0
 
+    def start(self) -> None:
+        """Start the first window now (when the DataLoader is ready, as the steps begin)."""
+        self.window_start, self.data_wait = time.perf_counter(), 0.0
+
     def restart(self) -> None:
         """Rewrite the file from the rows written so far (Snakemake may have removed it)."""
         self._write(self.written, append=False)

@@ -29,17 +29,16 @@ import torch
 from tqdm import tqdm
 
 from ..errors import TrainingError
-from ..export import load_encoder, save_encoder
+from ..export import save_encoder
 from ..objectives import RunSpec
-from ..objectives.base import Step, network_map_of
+from ..objectives.base import Step
 from .checkpoint import resume, run_identity, save_checkpoint
 from .diagnostics import MONITOR_COLUMNS, collapse_monitors
-from .logbook import TrainingLog, log_columns
+from .logbook import TrainingLog
 from .schedules import cosine_rise, ema_update, learning_rate
 from .setup import Training, set_up
 
-__all__ = ["TrainingError", "network_map_of", "pretrain", "train_step", "log_columns", "save_encoder",
-           "load_encoder"]
+__all__ = ["pretrain", "train_step"]
 
 
 def pretrain(run: RunSpec, shard_folder: str | Path, subjects, output_dir: str | Path, *,
@@ -103,7 +102,10 @@ def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_
     training.model.train()
     progress = tqdm(desc="pretraining", initial=steps.start, total=budget.total_steps, leave=False,
                     disable=processes.rank != 0 or not sys.stderr.isatty())
-    batches, step = iter(training.loader(steps)), steps.start
+    loader, step = training.loader(steps), steps.start
+    missing = torch.full((), float("nan"), device=processes.device)  # a loss term a step did not apply
+    logbook.start()
+    batches = iter(loader)
     while True:
         asked = time.perf_counter()
         batch = next(batches, None)
@@ -111,7 +113,7 @@ def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_
         if batch is None:
             break
         monitored = step % training.run.training["monitor_every"] == 0 or step + 1 == budget.total_steps
-        train_step(training, forward, autocast, batch, step, logbook, monitored=monitored)
+        train_step(training, forward, autocast, batch, step, logbook, monitored=monitored, missing=missing)
         step += 1
         progress.update()
         checkpointed = step % budget.checkpoint_every_steps == 0 or step in (budget.total_steps, steps.stop)
@@ -131,8 +133,9 @@ def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_
 
 
 def train_step(training: Training, forward, autocast, batch, step: int, logbook: TrainingLog, *,
-               monitored: bool) -> None:
-    """One optimizer step (schedules, accumulated gradients, clipping, EMA); its losses go to ``logbook``."""
+               monitored: bool, missing: torch.Tensor) -> None:
+    """One optimizer step (schedules, accumulated gradients, clipping, EMA); its losses go to ``logbook``,
+    ``missing`` (NaN on the device) for a term the step did not apply."""
     run, processes, budget = training.run.training, training.processes, training.budget
     tensors, options = training.objective.prepare(batch, Step(
         step=step, budget=budget, device=processes.device, positions=processes.positions,
@@ -152,8 +155,6 @@ def train_step(training: Training, forward, autocast, batch, step: int, logbook:
         momentum = cosine_rise(step, start=run["momentum"][0], end=run["momentum"][1], total_steps=budget.total_steps)
         for target, online in training.ema_pairs:
             ema_update(target, online, momentum)
-    # NaN: a term this step did not apply
-    missing = torch.full((), float("nan"), device=processes.device)
     terms = torch.stack([losses.get(k, missing).float() for k in ("total", *training.objective.loss_terms)])
     monitors = [float("nan")] * len(MONITOR_COLUMNS)
     if monitored:

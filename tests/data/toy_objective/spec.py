@@ -27,7 +27,7 @@ class ToyConfig(EncoderConfig):
 def check(run) -> None:
     try:
         ToyConfig(**run.architecture)
-    except ArchitectureError as error:
+    except (ArchitectureError, TypeError) as error:
         raise ConfigError(f"pretrain.architecture for {run.run}: {error}") from None
 
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...errors import ArchitectureError, ConfigError
-from ...models.config import EncoderConfig, reference_network_map
+from ...models.config import REFERENCE_CHANNELS, EncoderConfig, reference_network_map
 from ..spec import ObjectiveSpec
 from .masking import MASK_DEFAULTS, RANGES, MaskRanges
 
-__all__ = ["JEPAConfig", "PRESETS", "N_CHANNELS", "OPTIONS", "check", "SPEC"]
-
-#: Channels of every brainscale shard (Schaefer-400, Tian S3, Buckner 7: the shards' ``GROUPS``).
-N_CHANNELS = len(reference_network_map())
-
+__all__ = ["JEPAConfig", "PRESETS", "OPTIONS", "check", "SPEC"]
 
 @dataclass
 class JEPAConfig(EncoderConfig):
@@ -49,10 +45,6 @@ class JEPAConfig(EncoderConfig):
         self.check_heads(even=False)
         if self.n_gradients < 1:
             raise ArchitectureError(f"n_gradients ({self.n_gradients}) must be at least 1.")
-
-    @property
-    def n_tokens(self) -> int:
-        return self.n_channels * self.n_patches
 
 
 #: Named sizes (fields of :class:`JEPAConfig`); ``base`` is the paper's ViT-B.
@@ -107,7 +99,7 @@ def check(run) -> None:
     except (ArchitectureError, TypeError) as error:
         raise ConfigError(f"pretrain.architecture for {run.run}: {error}") from None
     try:
-        problem = MaskRanges.from_options(run.options).problem(N_CHANNELS, config.n_patches)
+        problem = MaskRanges.from_options(run.options).problem(REFERENCE_CHANNELS, config.n_patches)
     except (TypeError, ValueError):
         problem = "the mask ranges must be pairs of numbers [low, high] and edge_fraction a number"
     if problem:

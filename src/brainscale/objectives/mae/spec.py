@@ -10,15 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...errors import ArchitectureError, ConfigError
-from ...models.config import EncoderConfig, reference_network_map
+from ...models.config import REFERENCE_CHANNELS, EncoderConfig, reference_network_map
 from ..spec import ObjectiveSpec
 
-__all__ = ["MAEConfig", "MAE_SIZES", "N_CHANNELS", "OPTIONS", "model_config", "mask_counts", "check", "SPEC"]
-
-#: Channels of the brainscale atlases (Schaefer-400, Tian S3, Buckner 7: the shards' ``GROUPS``), for
-#: config-time checks.
-N_CHANNELS = len(reference_network_map())
-
+__all__ = ["MAEConfig", "MAE_SIZES", "OPTIONS", "model_config", "mask_counts", "check", "SPEC"]
 
 @dataclass
 class MAEConfig(EncoderConfig):
@@ -40,10 +35,6 @@ class MAEConfig(EncoderConfig):
         self.check_patches("20 of 200")
         self.check_heads()
         self.check_heads("decoder_")
-
-    @property
-    def n_tokens(self) -> int:
-        return self.n_channels * self.n_patches
 
 
 #: Named sizes. ``base`` is BrainLM's 111M ViT-B-like model (110.7M parameters, 85.1M in the
@@ -109,7 +100,7 @@ def check(run) -> None:
     config = model_config(run.architecture, run.run)
     ratio = run.options["mask_ratio"]
     try:
-        mask_counts(N_CHANNELS * config.n_patches, float(ratio))
+        mask_counts(REFERENCE_CHANNELS * config.n_patches, float(ratio))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"pretrain.options.mae.mask_ratio: {error}; set a ratio strictly between 0 and 1 "
                           "that leaves visible and masked tokens (BrainLM uses 0.75, or 0.2-0.9).") from None

@@ -18,16 +18,10 @@ from ...training.schedules import network_loss_weight
 from ..base import Objective, Step
 from .distillation import SemantoksTraining
 from .model import SemantoksEncoder
-from .spec import SPEC, SemantoksConfig
+from .spec import SPEC, SemantoksConfig, model_config
 from .views import AugmentedViews
 
-__all__ = ["BrainSemantoks", "model_config"]
-
-
-def model_config(architecture, network_map: list[int]) -> SemantoksConfig:
-    """The encoder config of a run's architecture (a :class:`~brainscale.objectives.RunSpec`'s) on the
-    shards' channels."""
-    return SemantoksConfig(**{**architecture, "network_map": network_map})
+__all__ = ["BrainSemantoks"]
 
 
 def _noise(shape: tuple, positions: list[int], global_batch: int, seed: int, step: int, device: torch.device,

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from ...errors import BrainscaleError
 from ...io import load_torch_file
 
 __all__ = ["ReferenceImportError", "map_reference_key", "import_reference_state_dict", "load_reference_checkpoint"]
@@ -61,7 +62,7 @@ _RULES = [
 _IGNORED = [r"kernel_norm_initialized$", r"^inter_network_transformer\.norm\.", r"network_tokenizers\.(tian3|buckner7)\."]
 
 
-class ReferenceImportError(ValueError):
+class ReferenceImportError(BrainscaleError, ValueError):
     """The checkpoint does not fit the configured architecture."""
 
 

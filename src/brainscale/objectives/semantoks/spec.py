@@ -12,7 +12,7 @@ from ...errors import ArchitectureError, ConfigError
 from ...models.config import EncoderConfig, reference_network_map
 from ..spec import ObjectiveSpec
 
-__all__ = ["SemantoksConfig", "MODEL_SIZES", "SPEC"]
+__all__ = ["SemantoksConfig", "MODEL_SIZES", "SPEC", "model_config"]
 
 
 @dataclass
@@ -72,6 +72,12 @@ OPTIONS = {
                         "minimum": 0}},
         "default": {"mode": "distant", "min_gap": None}},
 }
+
+
+def model_config(architecture, network_map: list[int]) -> SemantoksConfig:
+    """The encoder config of a run's architecture (a :class:`~brainscale.objectives.RunSpec`'s) on the
+    shards' channels."""
+    return SemantoksConfig(**{**architecture, "network_map": network_map})
 
 
 def check(run) -> None:

@@ -204,10 +204,6 @@ class ShuffledCrops(CropItems):
         return x, missing, order, self.codebook.encode(x, missing, self.channels)
 
 
-def _option_error(key: str, problem: str) -> TrainingError:
-    return TrainingError(f"pretrain.options.shuffled.{key}: {problem}")
-
-
 class ShuffledAutoregression(Objective):
     spec = SPEC
     config_class, encoder_class = ShuffledConfig, ShuffledEncoder
@@ -256,9 +252,9 @@ class ShuffledAutoregression(Objective):
         counts = codebook.patch_counts(crops, channels)
         if counts.min() < vocabulary:
             network, fewest = int(counts.argmin()), int(counts.min())
-            raise _option_error("vocabulary", f"a codebook of {vocabulary} codes is larger than the {fewest} "
-                                f"training patches of network {network} in this pretraining subset of "
-                                f"{len(self.data.subjects)} subjects (its {config.patch_length}-TR windows, at most "
+            raise TrainingError(f"pretrain.options.shuffled.vocabulary: a codebook of {vocabulary} codes is larger "
+                                f"than the {fewest} training patches of network {network} in this pretraining subset "
+                                f"of {len(self.data.subjects)} subjects (its {config.patch_length}-TR windows, at most "
                                 f"codebook_patches = {max_patches}): lower pretrain.options.shuffled.vocabulary "
                                 f"to at most {fewest}, or pretrain on more subjects.")
         codebook.fit(crops, channels, threads=self.settings.get("threads", 1))
