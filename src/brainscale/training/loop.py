@@ -83,15 +83,20 @@ def pretrain(run: RunSpec, shard_folder: str | Path, subjects, output_dir: str |
     step = _train(training, logbook, identity, checkpoint_path, range(step, last_step), log)
     if step < budget.total_steps:
         return None
-    export = output_dir / "encoder.pt"
     if training.processes.rank == 0:
-        save_encoder(training.model.encoder, export, objective=run.objective, run=run.to_dict(), trained_steps=step,
-                     pretraining_subjects=len(subjects), samples_seen=step * budget.batch_size,
-                     passes=budget.passes(step))
-        from ..plotting.training import plot_loss_curve
+        _export(training, output_dir, len(subjects))
+    return output_dir / "encoder.pt"
 
-        plot_loss_curve(output_dir / "log.csv", output_dir / "loss.png")
-    return export
+
+def _export(training: Training, output_dir: Path, n_subjects: int) -> None:
+    """``encoder.pt`` (with the run specification and how much it trained) and the loss figure."""
+    from ..plotting.training import plot_loss_curve
+
+    run, budget, steps = training.run, training.budget, training.budget.total_steps
+    save_encoder(training.model.encoder, output_dir / "encoder.pt", objective=run.objective, run=run.to_dict(),
+                 trained_steps=steps, pretraining_subjects=n_subjects, samples_seen=steps * budget.batch_size,
+                 passes=budget.passes(steps))
+    plot_loss_curve(output_dir / "log.csv", output_dir / "loss.png")
 
 
 def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_path: Path, steps: range,
