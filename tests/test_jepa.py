@@ -245,7 +245,7 @@ def test_pretraining_exports_and_resumes_exactly(shards, tmp_path):
     ({"options": {"jepa": {"cross_roi_rois": [0.0, 0.1]}}}, "without targets"),
     ({"options": {"jepa": {"cross_time_time": [0.9, 1.0], "edge_fraction": 0.5}}}, "every observed time patch"),
     ({"options": {"jepa": {"cross_roi_time": [0.6, 0.2]}}}, r"cross_roi_time must be \[low, high\]"),
-    ({"options": {"jepa": {"architecture": {"n_gradients": 0}}}}, r"n_gradients \(0\) must be at least 1"),
+    ({"options": {"jepa": {"architecture": {"n_gradients": 0}}}}, r"jepa.architecture.n_gradients': 0 is less than the minimum of 1"),
 ])
 def test_bad_settings_stop_at_config_time(pretrain, words):
     section = {**SETTINGS, **pretrain}
