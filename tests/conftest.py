@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,12 @@ CONFIG = validate_config({})
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL_CONFIG = REPO / "tests" / "configs" / "minimal.yaml"
 REFERENCE_KEYS = REPO / "tests" / "data" / "semantoks-state-dict.tsv"
+#: The environment of a test's ``snakemake`` process that needs no Slurm. Where Slurm's client commands
+#: are installed but no controller answers (a build machine after the real-Slurm test), every
+#: ``snakemake`` start waits about 9 s in the Slurm executor plugin's import for ``scontrol show
+#: config`` to time out; tests/slurm-stubs has commands of the same names that fail at once.
+#: tests/test_slurm.py runs the real ones.
+SNAKEMAKE_ENV = dict(os.environ, PATH=f"{REPO / 'tests' / 'slurm-stubs'}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def minimal_settings(**overrides) -> dict:

@@ -44,7 +44,7 @@ from brainscale.simulate.dataset import SPACE, demo_atlas_paths
 from brainscale.training.logbook import log_columns
 from brainscale.training.loop import pretrain
 
-from .conftest import CONFIG, MINIMAL_CONFIG
+from .conftest import CONFIG, MINIMAL_CONFIG, SNAKEMAKE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 PARTIAL = ".partial-"
@@ -376,7 +376,8 @@ def test_pretraining_job_killed_under_snakemake_resumes_with_rerun_incomplete(tm
     folder = tmp_path / "results" / "pretrain" / "semantoks-tiny" / "n-2_seed-0"
     rule_log = tmp_path / "logs" / "pretrain" / "semantoks-tiny_n-2_seed-0.log"
     # Uninterrupted: the upstream stages and the pretrain job.
-    result = subprocess.run(snakemake_command(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(snakemake_command(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=SNAKEMAKE_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     uninterrupted = read_log(folder / "log.csv")
     assert list(uninterrupted["step"]) == list(range(6))
@@ -387,7 +388,7 @@ def test_pretraining_job_killed_under_snakemake_resumes_with_rerun_incomplete(tm
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     marker = tmp_path / "killed-here"
-    environment = dict(os.environ, BRAINSCALE_FAULT_MARKER=str(marker),
+    environment = dict(SNAKEMAKE_ENV, BRAINSCALE_FAULT_MARKER=str(marker),
                        PYTHONPATH=os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen(snakemake_command(tmp_path), cwd=tmp_path, env=environment, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -412,10 +413,10 @@ def test_pretraining_job_killed_under_snakemake_resumes_with_rerun_incomplete(tm
     # The rerun (after --unlock: the killed Snakemake kept its lock) resumes from that checkpoint and
     # reproduces the uninterrupted losses.
     unlock = subprocess.run(snakemake_command(tmp_path, "--unlock"), cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, env=SNAKEMAKE_ENV)
     assert unlock.returncode == 0, unlock.stderr[-3000:]
     result = subprocess.run(snakemake_command(tmp_path, "--rerun-incomplete"), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, env=SNAKEMAKE_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", result.stdout + result.stderr)
     assert jobs == ["pretrain"], jobs  # nothing upstream is redone

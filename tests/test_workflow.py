@@ -12,13 +12,15 @@ import pandas as pd
 
 from brainscale.cli import main
 
+from .conftest import SNAKEMAKE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = REPO / "tests" / "configs" / "minimal.yaml"
 
 
 def snakemake(*args, cwd):
     return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+                          cwd=cwd, capture_output=True, text=True, timeout=900, env=SNAKEMAKE_ENV)
 
 
 def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
