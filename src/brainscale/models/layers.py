@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["sincos_embedding", "Attention", "LayerScale", "Block"]
+__all__ = ["sincos_embedding", "Attention", "LayerScale", "Block", "init_linear"]
 
 
 def sincos_embedding(positions: int, width: int) -> torch.Tensor:
@@ -97,3 +97,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), valid))
         return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+def init_linear(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) weights and zero biases for a ``Linear`` (the ViT initialisation);
+    other modules are left as they are. ``model.apply(init_linear)`` initialises a whole model."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

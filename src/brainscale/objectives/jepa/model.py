@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...models.layers import Block, sincos_embedding
+from ...models.layers import Block, init_linear, sincos_embedding
 from .spec import JEPAConfig
 
 __all__ = ["GradientPositions", "JEPAEncoder", "JEPAPredictor", "select_tokens", "mask_indices"]
@@ -71,12 +71,10 @@ class GradientPositions(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """Truncated-normal (0.02) linear weights and zero biases, as the reference ViT."""
+    """Truncated-normal (0.02) linear weights and zero biases, as the reference ViT (modules in
+    definition order, parents first)."""
     for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.trunc_normal_(layer.weight, std=0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
+        init_linear(layer)
 
 
 class JEPAEncoder(nn.Module):

@@ -31,18 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ArchitectureError
-from ...models.layers import Block, sincos_embedding
+from ...models.layers import Block, init_linear, sincos_embedding
 from ..base import TrainingModel
 from .spec import ShuffledConfig
 
 __all__ = ["ShuffledEncoder", "ShuffledTraining", "code_loss", "patch_loss"]
-
-
-def _init_linear(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 class ShuffledEncoder(nn.Module):
@@ -69,7 +62,7 @@ class ShuffledEncoder(nn.Module):
         self.norm = nn.LayerNorm(width)
         for parameter in (self.network_embedding, self.start_token, self.mask_embedding):
             nn.init.trunc_normal_(parameter, std=0.02)
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     # --- tokens ----------------------------------------------------------------------------------
     def patches(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -182,7 +175,7 @@ class ShuffledTraining(TrainingModel):
         outputs = [vocabulary if target == "codes" else len(channels) * config.patch_length
                    for channels in config.channels_of_network()]
         self.heads = nn.ModuleList([nn.Linear(config.width, size) for size in outputs])
-        self.heads.apply(_init_linear)
+        self.heads.apply(init_linear)
 
     def forward(self, x: torch.Tensor, missing: torch.Tensor, order: torch.Tensor,
                 codes: torch.Tensor | None = None) -> dict:
