@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from brainscale.training.schedules import cosine_rise, ema_update, learning_rate, network_loss_weight
+from brainscale.objectives.semantoks.objective import network_loss_weight
+from brainscale.training.schedules import cosine_rise, ema_update, learning_rate
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():

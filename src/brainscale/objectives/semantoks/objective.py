@@ -11,17 +11,25 @@ of ``(seed, step)``, and the network-loss weight of the curriculum. Its options
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...errors import TrainingError
-from ...training.schedules import network_loss_weight
 from ..base import Objective, Step
 from .distillation import SemantoksTraining
 from .model import SemantoksEncoder
 from .spec import SPEC, SemantoksConfig, model_config
 from .views import AugmentedViews
 
-__all__ = ["BrainSemantoks"]
+__all__ = ["BrainSemantoks", "network_loss_weight"]
+
+
+def network_loss_weight(step: int, *, weight: float, decay_steps: int) -> float:
+    """The network loss's weight at ``step``: ``weight`` cosine-decayed to 0 over ``decay_steps``, 0 after."""
+    if step >= decay_steps:
+        return 0.0
+    return weight * 0.5 * (1 + math.cos(math.pi * step / max(decay_steps, 1)))
 
 
 def _noise(shape: tuple, positions: list[int], global_batch: int, seed: int, step: int, device: torch.device,
