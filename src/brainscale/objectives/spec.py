@@ -55,13 +55,11 @@ class ObjectiveSpec:
     training_defaults : mapping
         Values of :data:`TRAINING_KEYS` that replace the top-level ``pretrain`` ones for this objective.
     config : type, optional
-        The encoder config dataclass: the architecture keys and their types come from its fields
-        (all but ``derived``, which the data set).
+        The encoder config dataclass: the architecture keys ``pretrain.options.<name>.architecture`` may
+        set, and their types, are its fields but ``derived`` (without ``config``: the presets' keys).
     derived : tuple of str
-        Config fields that are not architecture overrides (default ``("network_map",)``).
-    architecture_keys : tuple of str
-        The architecture keys ``pretrain.options.<name>.architecture`` may set, where they are not the
-        config's fields less ``derived`` (without ``config``: the presets' keys).
+        Config fields that are not architecture overrides: the data or the options set them
+        (default ``("network_map",)``).
     check : callable, optional
         ``check(run)`` for a :class:`RunSpec`: raise :class:`~brainscale.errors.ConfigError` naming the key.
     entry : str
@@ -77,7 +75,6 @@ class ObjectiveSpec:
     training_defaults: Mapping = field(default_factory=dict)
     config: type | None = None
     derived: tuple = ("network_map",)
-    architecture_keys: tuple = ()
     check: Callable | None = None
     entry: str = "objective:Objective"
     package: str = ""
@@ -91,7 +88,7 @@ class ObjectiveSpec:
         """key -> JSON schema of the architecture keys a run may override: typed from the config's fields
         (positive), with the bounds of the ``pretrain.architecture`` key of the same name (``shared``)."""
         types = {f.name: _json_type(f.type) for f in fields(self.config)} if self.config is not None else {}
-        keys = self.architecture_keys or [name for name in types if name not in self.derived] or \
+        keys = [name for name in types if name not in self.derived] or \
             {key for preset in self.presets.values() for key in preset}
         bounds = {key: {k: v for k, v in schema.items() if k in ("minimum", "maximum")}
                   for key, schema in (shared or {}).items()}

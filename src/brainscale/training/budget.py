@@ -56,11 +56,16 @@ class TrainingBudget:
 
     def steps(self, length: int) -> int:
         """Optimizer steps of ``length`` in the budget's unit (rounded down)."""
-        if self.unit == "steps":
-            return int(length)
-        if self.unit == "samples":
-            return int(length) // self.batch_size
-        return int(length) * (self.subset_size // self.batch_size)
+        return _steps(length, self.unit, self.batch_size, self.subset_size)
+
+
+def _steps(length: int, unit: str, batch_size: int, subset_size: int) -> int:
+    """Optimizer steps of ``length`` samples, steps or epochs (rounded down)."""
+    if unit == "steps":
+        return int(length)
+    if unit == "samples":
+        return int(length) // batch_size
+    return int(length) * (subset_size // batch_size)
 
 
 def training_budget(budget: dict, *, batch_size: int, subset_size: int) -> TrainingBudget:
@@ -79,7 +84,9 @@ def training_budget(budget: dict, *, batch_size: int, subset_size: int) -> Train
         raise BudgetError(f"pretrain.batch_size {batch_size} is larger than the pretraining subset of {subset_size} "
                           "subjects, which the epochs budget cannot cut into a batch: lower the batch size, drop the "
                           "smaller subset size, or count the budget in samples or steps.")
-    steps = TrainingBudget(unit, 0, 0, 0, batch_size, subset_size).steps
+    def steps(length: int) -> int:
+        return _steps(length, unit, batch_size, subset_size)
+
     total = steps(budget["total"])
     if total < 1:
         raise BudgetError(f"pretrain.budget.total {budget['total']} {unit} is less than one step of batch "

@@ -6,7 +6,7 @@ Torch-free (see :mod:`brainscale.objectives.spec`).
 
 from __future__ import annotations
 
-from ..sequence.config import LSTMConfig, architecture_keys, check_sequence_run, sequence_options
+from ..sequence.config import DERIVED, LSTMConfig, check_sequence_run, sequence_options
 from ..spec import ObjectiveSpec
 
 __all__ = ["LSTM_PRESETS", "OPTIONS", "SPEC", "check"]
@@ -27,4 +27,4 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="autoencoder", presets=LSTM_PRESETS, options=OPTIONS, training_defaults={"base_lr": 0.064},
-                     config=LSTMConfig, architecture_keys=architecture_keys(LSTMConfig), check=check, entry="objective:LSTMAutoencoder")
+                     config=LSTMConfig, derived=DERIVED, check=check, entry="objective:LSTMAutoencoder")

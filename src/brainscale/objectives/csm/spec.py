@@ -6,7 +6,7 @@ Torch-free (see :mod:`brainscale.objectives.spec`).
 
 from __future__ import annotations
 
-from ..sequence.config import (TRANSFORMER_PRESETS, TransformerConfig, architecture_keys, check_sequence_run,
+from ..sequence.config import (DERIVED, TRANSFORMER_PRESETS, TransformerConfig, check_sequence_run,
                                sequence_options)
 from ..spec import ObjectiveSpec
 
@@ -21,5 +21,5 @@ def check(run) -> None:
 
 
 SPEC = ObjectiveSpec(name="csm", presets=TRANSFORMER_PRESETS, options=OPTIONS, training_defaults={"base_lr": 0.032},
-                     config=TransformerConfig, architecture_keys=architecture_keys(TransformerConfig), check=check,
+                     config=TransformerConfig, derived=DERIVED, check=check,
                      entry="objective:CausalSequenceModelling")

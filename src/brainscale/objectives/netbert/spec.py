@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ..seqbert.spec import PAIR_OPTIONS, check_pairs, check_ratio
-from ..sequence.config import (TRANSFORMER_PRESETS, TransformerConfig, architecture_keys, check_sequence_run,
+from ..sequence.config import (DERIVED, TRANSFORMER_PRESETS, TransformerConfig, check_sequence_run,
                                sequence_options)
 from ..spec import ObjectiveSpec
 
@@ -44,5 +44,5 @@ def check(run) -> None:
 
 SPEC = ObjectiveSpec(name="netbert", presets=TRANSFORMER_PRESETS, options=OPTIONS,
                      loss_terms=("reconstruction", "is_next"), training_defaults={"base_lr": 0.032},
-                     config=TransformerConfig, architecture_keys=architecture_keys(TransformerConfig), check=check,
+                     config=TransformerConfig, derived=DERIVED, check=check,
                      entry="objective:NetworkBERT")

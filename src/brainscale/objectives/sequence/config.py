@@ -23,7 +23,7 @@ from ...errors import ArchitectureError, ConfigError
 from ...models.config import EncoderConfig, reference_network_map
 
 __all__ = ["SequenceConfig", "TransformerConfig", "LSTMConfig", "DEFAULT_TR", "TRANSFORMER_PRESETS",
-           "rounded_count", "architecture_keys", "sequence_options", "sequence_config", "check_sequence_run"]
+           "rounded_count", "DERIVED", "architecture_keys", "sequence_options", "sequence_config", "check_sequence_run"]
 
 #: The pipeline's target TR (s), for shards that do not record theirs.
 DEFAULT_TR = 2.0
@@ -36,7 +36,7 @@ TRANSFORMER_PRESETS = {
 }
 
 #: Config fields that are not architecture overrides (they come from the data and the options).
-_DERIVED = ("tr", "network_map")
+DERIVED = ("tr", "network_map")
 
 
 @dataclass
@@ -103,7 +103,7 @@ def rounded_count(ratio: float, total: int) -> int:
 
 def architecture_keys(config_class: type) -> tuple[str, ...]:
     """The fields of ``config_class`` a run may override (all but ``tr`` and ``network_map``)."""
-    return tuple(f.name for f in fields(config_class) if f.name not in _DERIVED)
+    return tuple(f.name for f in fields(config_class) if f.name not in DERIVED)
 
 
 def sequence_options(**own) -> dict:
