@@ -94,5 +94,7 @@ def test_denoised_parcel_means_follow_the_planted_signal(tiny_dataset):
         filtered_only = agreement(("high_pass",))
         denoised = agreement(("high_pass", "wm_csf"))
         assert denoised > 0.75, f"{relative}: denoised parcels correlate {denoised:.2f} with the truth"
-        assert denoised > filtered_only + 0.1, (
+        # 0.05: the individual modes (simulate.individuality) make the planted signal louder against
+        # the nuisance, so the filtered-only agreement starts higher (0.77 -> 0.87 on sub-0008).
+        assert denoised > filtered_only + 0.05, (
             f"{relative}: WM/CSF regression did not help ({filtered_only:.2f} -> {denoised:.2f})")

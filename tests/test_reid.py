@@ -44,16 +44,23 @@ def test_reid_finds_the_subject_in_its_other_run_never_in_its_own():
     assert np.isnan(no_second_run["top1"]) and no_second_run["n_queries"] == 0
 
 
-def test_reid_standardises_dimensions_over_the_pool():
+def test_reid_removes_the_group_mean_and_keeps_each_dimension_spread():
     features, subjects, runs = crops(subject_signal=1.0, run_signal=1.0, seed=1)
-    loud = features.copy()
-    loud[:, :4] = 50 * np.random.default_rng(2).normal(size=(len(loud), 4))  # four dims of loud noise
-    assert reidentification(loud, subjects, runs, standardize=False)["top1"] < 0.3
-    assert reidentification(loud, subjects, runs)["top1"] > 0.8
+    rng = np.random.default_rng(2)
+    offset = features + 30 * rng.normal(size=features.shape[1])  # a large mean shared by every row
+    assert np.allclose(reidentification(offset, subjects, runs)["top1"], reidentification(features, subjects, runs)["top1"])
+    # Many quiet dimensions of pure noise (as FC edges that carry only sampling noise): a z-score
+    # scales them up to the informative ones' spread, centring leaves them quiet.
+    quiet = np.concatenate([features, 0.2 * rng.normal(size=(len(features), 1000))], axis=1)
+    centred = reidentification(quiet, subjects, runs)["top1"]
+    assert centred > 0.8
+    assert reidentification(quiet, subjects, runs, normalisation="zscore")["top1"] < centred - 0.3
     line = fingerprint_summary(features, subjects, runs)
     assert "Finn" in line and "160 queries of 10 subjects" in line
     with pytest.raises(ValueError, match="one subject and one run per row"):
         reidentification(features, subjects[:-1], runs)
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        reidentification(features, subjects, runs, normalisation="whitened")
 
 
 def test_the_probe_rule_scores_reid_and_the_latent_traits(shards, tmp_path):

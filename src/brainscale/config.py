@@ -121,6 +121,7 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
                 f"config key 'simulate.sites.{index}.n_volumes': expected [min, max] with "
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
+    _check_individuality(config["simulate"]["individuality"])
     _check_preprocess(config)
     _check_labels(config)
     _check_probe(config)
@@ -128,6 +129,24 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
     if workflow:
         _check_pretraining_sizes(config)
     resolve_inputs(config)
+
+
+#: Parcels of the simulated atlases: Schaefer 400 + Tian S3 50 + Buckner 7 (a test checks it against
+#: simulate.atlas; not imported from there, which would load scikit-learn into every Snakemake parse).
+N_DEMO_PARCELS = 457
+
+
+def _check_individuality(settings: dict) -> None:
+    """A signature the simulator can draw, and that persists from run to run when it is asked for."""
+    key = "config key 'simulate.individuality"
+    if settings["modes"] > N_DEMO_PARCELS:
+        raise ConfigError(f"{key}.modes': {settings['modes']} modes, more than the {N_DEMO_PARCELS} parcels of the "
+                          "demo atlas; each mode is a map over the parcels, so at most that many are independent. "
+                          "Lower it (the demo uses 5).")
+    if settings["modes"] and settings["share"] > 0 and settings["state_share"] >= 1:
+        raise ConfigError(f"{key}.state_share': 1 draws every run's maps anew, so no signature persists from one "
+                          "run to the next and identification across runs cannot rise above chance. Lower it below 1 "
+                          "(the demo uses 0.25), or set simulate.individuality.share to 0 for no signature.")
 
 
 def _check_labels(config: dict) -> None:

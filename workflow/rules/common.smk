@@ -95,7 +95,8 @@ def get_final_outputs():
     targets = []
     if is_simulated():
         targets.append(str(SIMULATION_DIR))
-    targets += ["results/qc/runs.tsv", "results/qc/runs.png", str(PREPROCESS_DIR / "network_mapping.npz"),
+    targets += ["results/qc/runs.tsv", "results/qc/runs.png", "results/qc/cohort_card.tsv",
+                str(PREPROCESS_DIR / "network_mapping.npz"),
                 str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
     targets += get_pretrained_encoders()
     targets += FIGURE_OUTPUTS + TABLE_OUTPUTS

@@ -76,3 +76,24 @@ rule qc_report:
         "logs/preprocess/qc_report.log",
     script:
         "../scripts/qc_report.py"
+
+
+rule cohort_card:
+    input:
+        batches=get_batch_folders,
+        phenotypes="results/preprocess/phenotypes.tsv",
+    output:
+        table=report("results/qc/cohort_card.tsv", caption="../report/cohort_card.rst", category="Quality control"),
+        markdown="results/qc/cohort_card.md",
+    params:
+        seed=config["splits"]["seed"],
+    threads: 2
+    conda:
+        "../../envs/brainscale.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 20 * attempt,
+    log:
+        "logs/preprocess/cohort_card.log",
+    script:
+        "../scripts/cohort_card.py"

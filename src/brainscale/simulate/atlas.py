@@ -131,6 +131,15 @@ class DemoAtlases:
         cortical = [CORTICAL_NETWORKS.index(name.split("_")[2]) for name in self.cortical_names]
         return np.array(cortical + [7] * len(self.subcortical_names) + [8] * len(self.cerebellar_names))
 
+    def parcel_centroids(self) -> np.ndarray:
+        """(457, 3) world coordinates (mm) of every parcel's centre, in concatenated order."""
+        index = self.parcel_index().ravel()
+        ijk = np.indices(self.shape).reshape(3, -1)
+        counts = np.bincount(index, minlength=index.max() + 1)[1:]
+        sums = np.stack([np.bincount(index, weights=axis, minlength=index.max() + 1)[1:] for axis in ijk], axis=1)
+        voxel_centres = sums / np.maximum(counts, 1)[:, None]
+        return voxel_centres @ self.affine[:3, :3].T + self.affine[:3, 3]
+
 
 def _resampled_masks(resolution_mm: float):
     """Brain, GM and WM fractions of nilearn's MNI152 masks on an isotropic grid."""

@@ -134,12 +134,13 @@ def synthesise_bold(rng: np.random.Generator, model: VoxelModel, parcels: np.nda
 
     in_parcel = model.parcel >= 0
     percent = thermal_sd * rng.standard_normal((n_volumes, len(model.baseline)), dtype=np.float32)
-    percent[:, in_parcel] += (parcels[:, model.parcel[in_parcel]] * model.signal_gain[in_parcel]).astype(np.float32)
-    percent += np.outer(global_signal, model.global_gain).astype(np.float32)
-    nuisance = np.concatenate([physio, drift, position, spike[:, None]], axis=1)
-    loadings = np.concatenate([model.physio_loadings, model.drift_loadings, model.motion_loadings,
-                               model.spike_gain[None, :]], axis=0)
-    percent += (nuisance @ loadings).astype(np.float32)
+    # float32 throughout: the (T, V) terms are the simulator's largest arrays
+    signal_gain = model.signal_gain[in_parcel].astype(np.float32)
+    percent[:, in_parcel] += parcels.astype(np.float32)[:, model.parcel[in_parcel]] * signal_gain
+    nuisance = np.concatenate([global_signal[:, None], physio, drift, position, spike[:, None]], axis=1)
+    loadings = np.concatenate([model.global_gain[None, :], model.physio_loadings, model.drift_loadings,
+                               model.motion_loadings, model.spike_gain[None, :]], axis=0)
+    percent += nuisance.astype(np.float32) @ loadings.astype(np.float32)
     steady_state = 1 + 0.6 * np.exp(-np.arange(n_volumes) / 1.2) * (np.arange(n_volumes) < dummy_scans)
     intensity = (1 + 0.01 * percent) * model.baseline.astype(np.float32)
     intensity *= steady_state[:, None].astype(np.float32)

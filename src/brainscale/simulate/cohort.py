@@ -9,7 +9,7 @@ import pandas as pd
 
 from .dynamics import LATENTS
 
-__all__ = ["PHENOTYPE_MODEL", "RunPlan", "simulate_participants", "plan_runs"]
+__all__ = ["PHENOTYPE_MODEL", "POPULATION_AGE", "RunPlan", "simulate_participants", "dynamics_traits", "plan_runs"]
 
 #: How each phenotype is drawn from the latent traits (the ground truth the oracle uses).
 PHENOTYPE_MODEL = {
@@ -19,6 +19,9 @@ PHENOTYPE_MODEL = {
     "fluid_intelligence": {"latent": "cognition", "rule": "100 + 15 * (0.8 * latent_cognition + 0.6 * noise)",
                            "weight": 0.8, "noise_sd": 0.6},
 }
+
+#: The age (years) the dynamics treat as 0 and the years per unit of their age trait.
+POPULATION_AGE = {"mean": 45.0, "sd": 15.0}
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,23 @@ def simulate_participants(n_subjects: int, sites: list[dict], seed: int,
         "fluid_intelligence": score,
     })
     return participants, latents
+
+
+def dynamics_traits(latents: np.ndarray, participants: pd.DataFrame, sites: list[dict]) -> np.ndarray:
+    """The traits the brain dynamics see: the latents, with age on one scale for every site.
+
+    The age latent is relative to the subject's site (age = site mean + site SD * latent, plus
+    noise), but a brain ages with the years it has lived, whatever the site: the dynamics' age
+    trait is the expected age ``site mean + site SD * latent_age`` in units of
+    :data:`POPULATION_AGE` (0 at 45 years, 1 per 15 years). The other traits are the latents.
+    """
+    by_name = {site["name"]: site for site in sites}
+    mean = participants["site"].map(lambda name: by_name[name]["age_mean"]).to_numpy(dtype=np.float64)
+    sd = participants["site"].map(lambda name: by_name[name]["age_sd"]).to_numpy(dtype=np.float64)
+    traits = np.array(latents, dtype=np.float64, copy=True)
+    age = LATENTS.index("age")
+    traits[:, age] = (mean + sd * latents[:, age] - POPULATION_AGE["mean"]) / POPULATION_AGE["sd"]
+    return traits
 
 
 def plan_runs(participants: pd.DataFrame, sites: list[dict], seed: int, second_visit_fraction: float,

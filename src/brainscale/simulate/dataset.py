@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from isal import igzip
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
@@ -33,10 +35,10 @@ from ..bids import build_bids_name
 from ..io import atomic_directory
 from .atlas import DemoAtlases, build_demo_atlases, label_table_colours
 from .bold import build_voxel_model, framewise_displacement, simulate_motion, synthesise_bold
-from .cohort import PHENOTYPE_MODEL, RunPlan, plan_runs, simulate_participants
+from .cohort import PHENOTYPE_MODEL, POPULATION_AGE, RunPlan, dynamics_traits, plan_runs, simulate_participants
 from .confounds import FD_THRESHOLD_MM, confounds_table
-from .dynamics import (AMPLITUDE_EFFECTS, COUPLING_EFFECTS, LATENTS, NETWORKS, base_coupling,
-                       network_signals, parcel_signals, subject_dynamics)
+from .dynamics import (AMPLITUDE_EFFECTS, COUPLING_EFFECTS, LATENTS, NETWORKS, Individuality, base_coupling,
+                       individual_modes, network_signals, parcel_signals, spatial_smoothing, subject_dynamics)
 
 __all__ = ["SPACE", "TASK", "simulate_dataset", "planted_parcel_signals", "run_stem", "demo_atlas_paths"]
 
@@ -51,6 +53,20 @@ def _json_dump(path: Path, payload) -> None:
 
 def _tsv_dump(path: Path, table: pd.DataFrame) -> None:
     table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n")
+
+
+def _numeric_tsv_dump(path: Path, table: pd.DataFrame) -> None:
+    """:func:`_tsv_dump` of an all-float table, the same bytes, formatted a row at a time (pandas formats
+    value by value, a tenth of a run's simulation time for the confounds)."""
+    row_format = "\t".join(["%.10g"] * table.shape[1])
+    lines = ["\t".join(table.columns)]
+    for row in table.to_numpy(dtype=np.float64):
+        lines.append(row_format % tuple(row))
+    text = "\n".join(lines) + "\n"
+    path.write_text(_NAN_FIELD.sub("n/a", text))
+
+
+_NAN_FIELD = re.compile(r"(?<![^\t\n])nan(?![^\t\n])")
 
 
 def run_stem(plan: RunPlan) -> dict:
@@ -70,7 +86,9 @@ def _write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, repetition_
     if repetition_time is not None:
         zooms = image.header.get_zooms()
         image.header.set_zooms(zooms[:3] + (repetition_time,))
-    nib.save(image, path)
+    # ISA-L's gzip, four times faster than zlib at the same ratio (compression was a third of the
+    # simulation's time); mtime 0 keeps the bytes reproducible.
+    path.write_bytes(igzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
 _ATLAS_ENTITIES = {"cortical": ("Schaefer2018", "400Parcels7Networks"), "subcortical": ("Tian", "S3"),
@@ -100,17 +118,34 @@ def _write_atlases(atlases: DemoAtlases, root: Path, resolution_mm: float) -> No
         _tsv_dump(Path(paths[kind]["labels"]), table)
 
 
-def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, latents: np.ndarray, n_volumes: int,
-                           repetition_time: float, effect_size: float, network_of_parcel: np.ndarray) -> np.ndarray:
+def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, traits: np.ndarray, n_volumes: int,
+                           repetition_time: float, effect_size: float, network_of_parcel: np.ndarray,
+                           individuality: Individuality | None = None,
+                           smoothing: np.ndarray | None = None) -> np.ndarray:
     """(n_volumes, n_parcels) noise-free parcel signals of one run, before any voxel or nuisance.
 
-    Loadings belong to the subject (the same in every run); the signals to the run.
+    ``traits`` are the subject's (:func:`~.cohort.dynamics_traits`). Loadings, the individual
+    modes' maps and the own processes' time constant belong to the
+    subject (the same in every run); the signals, and the state share of the maps, to the run.
+    ``smoothing`` (:func:`~.dynamics.spatial_smoothing` of the parcel centres) is required when
+    ``individuality`` has modes.
     """
-    loadings = np.random.default_rng([seed, 2, subject_index]).uniform(0.5, 0.9, len(network_of_parcel))
+    individuality = individuality or Individuality()
+    subject_rng = np.random.default_rng([seed, 2, subject_index])
+    loadings = subject_rng.uniform(0.5, 0.9, len(network_of_parcel))
     rng = np.random.default_rng([seed, 3, subject_index, visit_index])
-    dynamics = subject_dynamics(latents, effect_size)
+    dynamics = subject_dynamics(traits, effect_size)
     networks = network_signals(rng, dynamics, n_volumes, repetition_time)
-    return parcel_signals(rng, networks, network_of_parcel, loadings, repetition_time, dynamics.time_constant_s)
+    own_time_constant = dynamics.time_constant_s
+    modes = None
+    if individuality.modes:
+        if smoothing is None:
+            raise ValueError("planted_parcel_signals: individuality with modes needs the parcels' smoothing factor")
+        own_time_constant *= float(np.exp(individuality.spectrum_sd * subject_rng.standard_normal()))
+        modes = individual_modes(subject_rng, np.random.default_rng([seed, 5, subject_index, visit_index]),
+                                 smoothing, individuality, n_volumes, repetition_time, own_time_constant)
+    return parcel_signals(rng, networks, network_of_parcel, loadings, repetition_time, own_time_constant,
+                          modes, individuality.share)
 
 
 # Per-process state of the run workers, set once by _init_worker.
@@ -121,6 +156,8 @@ def _init_worker(atlases: DemoAtlases, settings: dict) -> None:
     _WORKER["atlases"] = atlases
     _WORKER["settings"] = settings
     _WORKER["network_of_parcel"] = atlases.network_of_parcel()
+    _WORKER["individuality"] = Individuality(**settings["individuality"])
+    _WORKER["smoothing"] = spatial_smoothing(atlases.parcel_centroids(), settings["individuality"]["smoothness_mm"])
 
 
 def _simulate_run(task: tuple) -> dict:
@@ -134,14 +171,15 @@ def _simulate_run(task: tuple) -> dict:
 
 
 def _simulate_run_single_threaded(task: tuple) -> dict:
-    plan, latents, visit_index, func_dir = task
+    plan, traits, visit_index, func_dir = task
     atlases: DemoAtlases = _WORKER["atlases"]
     settings = _WORKER["settings"]
     seed = settings["seed"]
     network_of_parcel = _WORKER["network_of_parcel"]
 
-    parcels = planted_parcel_signals(seed, plan.subject_index, visit_index, latents, plan.n_volumes,
-                                     plan.repetition_time, settings["effect_size"], network_of_parcel)
+    parcels = planted_parcel_signals(seed, plan.subject_index, visit_index, traits, plan.n_volumes,
+                                     plan.repetition_time, settings["effect_size"], network_of_parcel,
+                                     _WORKER["individuality"], _WORKER["smoothing"])
     rng = np.random.default_rng([seed, 4, plan.subject_index, visit_index])
     motion = simulate_motion(rng, plan.n_volumes, plan.repetition_time, plan.high_motion)
     voxel_model = build_voxel_model(rng, atlases)
@@ -167,7 +205,7 @@ def _simulate_run_single_threaded(task: tuple) -> dict:
     })
     _write_nifti(func_dir / build_bids_name(dict(spatial, desc="brain"), "mask", ".nii.gz"),
                  atlases.brain_mask.astype(np.uint8), atlases.affine)
-    _tsv_dump(func_dir / build_bids_name(dict(entities, desc="confounds"), "timeseries", ".tsv"), confounds)
+    _numeric_tsv_dump(func_dir / build_bids_name(dict(entities, desc="confounds"), "timeseries", ".tsv"), confounds)
     _json_dump(func_dir / build_bids_name(dict(entities, desc="confounds"), "timeseries", ".json"),
                confounds_description)
     if settings["save_parcel_signals"]:
@@ -204,19 +242,21 @@ _PARTICIPANTS_SIDECAR = {
 }
 
 
-def _write_ground_truth(folder: Path, participants: pd.DataFrame, latents: np.ndarray, runs: list[dict],
-                        effect_size: float) -> None:
+def _write_ground_truth(folder: Path, participants: pd.DataFrame, latents: np.ndarray, traits: np.ndarray,
+                        runs: list[dict], settings: dict) -> None:
     folder.mkdir()
     latent_table = pd.DataFrame(latents, columns=[f"latent_{name}" for name in LATENTS])
     latent_table.insert(0, "participant_id", participants["participant_id"])
     _tsv_dump(folder / "latents.tsv", latent_table)
-    dynamics = [subject_dynamics(row, effect_size) for row in latents]
+    effect_size = settings["effect_size"]
+    dynamics = [subject_dynamics(row, effect_size) for row in traits]
     np.savez_compressed(
         folder / "subject_dynamics.npz",
         participant_id=participants["participant_id"].to_numpy(dtype=str),
         networks=np.array(NETWORKS), coupling=np.stack([d.coupling for d in dynamics]),
         amplitude=np.stack([d.amplitude for d in dynamics]),
         time_constant_s=np.array([d.time_constant_s for d in dynamics]),
+        traits=traits, trait_names=np.array(LATENTS),
     )
     _json_dump(folder / "phenotype_model.json", {
         "latents": list(LATENTS),
@@ -226,10 +266,16 @@ def _write_ground_truth(folder: Path, participants: pd.DataFrame, latents: np.nd
         "base_coupling": base_coupling().round(4).tolist(),
         "coupling_effects": {k: [list(p) for p in v] for k, v in COUPLING_EFFECTS.items()},
         "amplitude_effects": {k: [list(p) for p in v] for k, v in AMPLITUDE_EFFECTS.items()},
-        "time_constant": "1.5 s * exp(0.15 * latent_age)",
-        "note": "Phenotypes are drawn from the latents with the noise above; the latents set the coupling, "
-                "amplitude and time constant of the network dynamics. The oracle predicts each phenotype "
-                "from its latent.",
+        "time_constant": "1.5 s * exp(0.15 * age trait)",
+        "age_trait": f"(site age_mean + site age_sd * latent_age - {POPULATION_AGE['mean']:g}) / "
+                     f"{POPULATION_AGE['sd']:g}: the expected age on one scale for every site (traits in "
+                     "subject_dynamics.npz)",
+        "individuality": settings["individuality"],
+        "note": "Phenotypes are drawn from the latents with the noise above; the traits (the latents, with age "
+                "on one scale for every site) set the coupling, amplitude and time constant of the network "
+                "dynamics. Beside them every subject has fine-scale modes with its own spatial maps "
+                "(individuality), unrelated to any phenotype. The oracle predicts each phenotype from the "
+                "latents and the site.",
     })
     _tsv_dump(folder / "runs.tsv", pd.DataFrame(runs))
 
@@ -274,8 +320,9 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
         _write_atlases(atlases, root, settings["resolution_mm"])
         worker_settings = dict(settings, res_label=_resolution_label(settings["resolution_mm"]),
                                fmriprep_dir=str(fmriprep))
-        runs = _simulate_runs(_run_tasks(plans, latents, fmriprep), atlases, worker_settings, n_jobs)
-        _write_ground_truth(root / "ground_truth", participants, latents, runs, settings["effect_size"])
+        traits = dynamics_traits(latents, participants, sites)
+        runs = _simulate_runs(_run_tasks(plans, traits, fmriprep), atlases, worker_settings, n_jobs)
+        _write_ground_truth(root / "ground_truth", participants, latents, traits, runs, settings)
         _json_dump(root / "simulation.json", {"simulate": settings, "brainscale_version": __version__})
     log(f"wrote {output_dir} in {time.perf_counter() - started:.1f} s (pid {os.getpid()})")
     return pd.DataFrame(runs)
@@ -296,8 +343,8 @@ def _write_dataset_files(fmriprep: Path, participants: pd.DataFrame) -> None:
     _json_dump(fmriprep / "participants.json", _PARTICIPANTS_SIDECAR)
 
 
-def _run_tasks(plans: list[RunPlan], latents: np.ndarray, fmriprep: Path) -> list[tuple]:
-    """One ``_simulate_run`` task per plan: (plan, subject's latents, visit index, func folder)."""
+def _run_tasks(plans: list[RunPlan], traits: np.ndarray, fmriprep: Path) -> list[tuple]:
+    """One ``_simulate_run`` task per plan: (plan, subject's dynamics traits, visit index, func folder)."""
     visits: dict = {}
     tasks = []
     for plan in plans:
@@ -306,7 +353,7 @@ def _run_tasks(plans: list[RunPlan], latents: np.ndarray, fmriprep: Path) -> lis
         func_dir = fmriprep / plan.participant_id
         if plan.session:
             func_dir = func_dir / f"ses-{plan.session}"
-        tasks.append((plan, latents[plan.subject_index], visit_index, str(func_dir / "func")))
+        tasks.append((plan, traits[plan.subject_index], visit_index, str(func_dir / "func")))
     return tasks
 
 

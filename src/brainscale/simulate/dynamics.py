@@ -12,6 +12,13 @@ Neural activity is an AR(1) process at steps of at most 0.5 s, convolved with a 
 haemodynamic response, so the sampled signal has a BOLD-like spectrum (most power
 below 0.1 Hz). Parcel signals are network signals through loadings plus
 parcel-specific processes of the same kind.
+
+Beside the traits, every subject has an individual signature (:class:`Individuality`): the
+spatial maps of a few fine-scale modes, smooth over the brain and the subject's own, which
+carry part of each parcel's signal beyond its network. The maps persist across the subject's
+runs and sessions, except for a run-to-run share (the state of the day), so FC is individual
+in many directions at once, as a real connectome is, and still only partly stable. The time
+constant of the parcels' own processes is individual too (individual spectra).
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ __all__ = [
     "bold_like_processes",
     "network_signals",
     "parcel_signals",
+    "Individuality",
+    "spatial_smoothing",
+    "individual_modes",
 ]
 
 NETWORKS = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default", "Subcortical", "Cerebellum")
@@ -180,11 +190,71 @@ def network_signals(rng: np.random.Generator, dynamics: SubjectDynamics, n_volum
 
 
 def parcel_signals(rng: np.random.Generator, networks: np.ndarray, network_of_parcel: np.ndarray,
-                   loadings: np.ndarray, repetition_time: float, time_constant_s: float) -> np.ndarray:
-    """(n_volumes, n_parcels) parcel signals: loading * network signal + own process.
+                   loadings: np.ndarray, repetition_time: float, time_constant_s: float,
+                   modes: np.ndarray | None = None, mode_share: float = 0.0) -> np.ndarray:
+    """(n_volumes, n_parcels) parcel signals: loading * network signal + the rest.
 
-    ``loadings`` (n_parcels,) lie in (0, 1); the parcel's own process has weight
-    ``sqrt(1 - loading**2)`` so that a parcel of a unit-amplitude network has unit variance.
+    ``loadings`` (n_parcels,) lie in (0, 1); the rest has weight ``sqrt(1 - loading**2)`` so that
+    a parcel of a unit-amplitude network has unit variance. The rest is the parcel's own process,
+    or, with ``modes`` (n_volumes, n_parcels) of unit variance, ``mode_share`` of its variance
+    from the modes and the remainder from the own process.
     """
     own = bold_like_processes(rng, networks.shape[0], repetition_time, len(network_of_parcel), time_constant_s)
+    if modes is not None and mode_share > 0:
+        own = np.sqrt(mode_share) * modes + np.sqrt(1 - mode_share) * own
     return networks[:, network_of_parcel] * loadings + own * np.sqrt(1 - loadings**2)
+
+
+@dataclass(frozen=True)
+class Individuality:
+    """The individual signature beyond the latent traits (the ``simulate.individuality`` settings).
+
+    Attributes
+    ----------
+    modes : int
+        Fine-scale modes per subject; 0 turns the signature off.
+    share : float
+        Share of a parcel's variance beyond its network that the modes carry.
+    smoothness_mm : float
+        Length scale of the modes' spatial maps (Gaussian kernel over parcel centres).
+    state_share : float
+        Share of the maps' variance drawn anew for every run (the rest is the subject's own).
+    spectrum_sd : float
+        Standard deviation of the log of a subject's own-process time constant around the
+        trait-driven one.
+    """
+
+    modes: int = 0
+    share: float = 0.0
+    smoothness_mm: float = 20.0
+    state_share: float = 0.0
+    spectrum_sd: float = 0.0
+
+
+def spatial_smoothing(centroids: np.ndarray, smoothness_mm: float) -> np.ndarray:
+    """(n_parcels, n_parcels) factor ``S`` with ``S @ S.T`` the Gaussian-kernel correlation of parcel centres.
+
+    ``S @ g`` for white noise ``g`` is a unit-variance random map, correlated between parcels
+    closer than about ``smoothness_mm``.
+    """
+    distance2 = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=-1)
+    kernel = np.exp(-distance2 / (2 * smoothness_mm**2))
+    values, vectors = np.linalg.eigh(kernel)
+    return vectors * np.sqrt(np.clip(values, 0, None)) @ vectors.T
+
+
+def individual_modes(subject_rng: np.random.Generator, run_rng: np.random.Generator, smoothing: np.ndarray,
+                     individuality: Individuality, n_volumes: int, repetition_time: float,
+                     time_constant_s: float) -> np.ndarray:
+    """(n_volumes, n_parcels) unit-variance signal of one run's fine-scale modes.
+
+    The maps are the subject's (``subject_rng``, the same generator state in every run) mixed
+    with a run-specific share ``state_share`` (``run_rng``); the modes' time courses are the run's.
+    """
+    n_parcels, k = len(smoothing), individuality.modes
+    own_maps = smoothing @ subject_rng.standard_normal((n_parcels, k))
+    state_maps = smoothing @ run_rng.standard_normal((n_parcels, k))
+    maps = np.sqrt(1 - individuality.state_share) * own_maps + np.sqrt(individuality.state_share) * state_maps
+    courses = bold_like_processes(run_rng, n_volumes, repetition_time, k, time_constant_s)
+    signals = courses @ maps.T
+    return signals / signals.std(axis=0, keepdims=True)
