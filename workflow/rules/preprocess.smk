@@ -82,11 +82,13 @@ rule cohort_card:
     input:
         batches=get_batch_folders,
         phenotypes="results/preprocess/phenotypes.tsv",
+        participants=get_participants_input,
     output:
         table=report("results/qc/cohort_card.tsv", caption="../report/cohort_card.rst", category="Quality control"),
         markdown="results/qc/cohort_card.md",
     params:
         seed=config["splits"]["seed"],
+        participants=INPUTS["participants"],
     threads: 2
     conda:
         "../../envs/brainscale.yaml"

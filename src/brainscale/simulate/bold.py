@@ -132,11 +132,11 @@ def synthesise_bold(rng: np.random.Generator, model: VoxelModel, parcels: np.nda
     spike = fd + 0.4 * np.concatenate([[0.0], fd[:-1]])  # the dip outlasts the jerk by a volume
     spike = np.where(fd > 0.2, spike, 0.0)
 
-    in_parcel = model.parcel >= 0
     percent = thermal_sd * rng.standard_normal((n_volumes, len(model.baseline)), dtype=np.float32)
-    # float32 throughout: the (T, V) terms are the simulator's largest arrays
-    signal_gain = model.signal_gain[in_parcel].astype(np.float32)
-    percent[:, in_parcel] += parcels.astype(np.float32)[:, model.parcel[in_parcel]] * signal_gain
+    # float32 throughout: the (T, V) terms are the simulator's largest arrays. Voxels outside the
+    # parcels (parcel -1) read the appended zero column (their gain is 0 too): one gather, no masked scatter.
+    padded = np.concatenate([parcels, np.zeros((n_volumes, 1))], axis=1).astype(np.float32)
+    percent += padded[:, model.parcel] * model.signal_gain.astype(np.float32)
     nuisance = np.concatenate([global_signal[:, None], physio, drift, position, spike[:, None]], axis=1)
     loadings = np.concatenate([model.global_gain[None, :], model.physio_loadings, model.drift_loadings,
                                model.motion_loadings, model.spike_gain[None, :]], axis=0)

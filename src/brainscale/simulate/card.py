@@ -197,14 +197,16 @@ def group_mean_share(fc: np.ndarray) -> dict:
 
 
 def phenotype_from_fc(fc: np.ndarray, target: np.ndarray, *, kind: str, seed: int, n_splits: int = 5,
-                      n_repeats: int = 4) -> dict:
+                      n_repeats: int = 4, groups: np.ndarray | None = None) -> dict:
     """Cross-validated linear prediction of a phenotype from FC, one row per subject.
 
     Ridge regression (``kind="regression"``: Pearson r and mean absolute error of the held-out
     predictions) or a ridge classifier (``kind="classification"``: balanced accuracy), the ridge
     strength chosen by efficient leave-one-out inside each training fold, edges standardised on
     the training fold. Repeated stratified (classification) or plain k-fold splits seeded by
-    ``seed``; the figures are means over repeats.
+    ``seed``; the figures are means over repeats. With ``groups`` (e.g. the site of each subject),
+    a regression also reports ``r_within``: the correlation after each group's mean is removed from
+    the targets and from the predictions.
     """
     from sklearn.linear_model import RidgeClassifierCV, RidgeCV
     from sklearn.metrics import balanced_accuracy_score
@@ -229,8 +231,13 @@ def phenotype_from_fc(fc: np.ndarray, target: np.ndarray, *, kind: str, seed: in
         if kind == "classification":
             scores.append({"balanced_accuracy": balanced_accuracy_score(target, predicted)})
         else:
-            scores.append({"r": float(np.corrcoef(target, predicted)[0, 1]),
-                           "mae": float(np.mean(np.abs(target - predicted)))})
+            score = {"r": float(np.corrcoef(target, predicted)[0, 1]),
+                     "mae": float(np.mean(np.abs(target - predicted)))}
+            if groups is not None:
+                def within(values):
+                    return values - pd.Series(values).groupby(np.asarray(groups)).transform("mean").to_numpy()
+                score["r_within"] = float(np.corrcoef(within(target.astype(float)), within(predicted))[0, 1])
+            scores.append(score)
     return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]} | {"n_subjects": len(target)}
 
 
@@ -257,7 +264,8 @@ REFERENCES = {
                      "no rank-1 rate found for 5-9 min scans, so the issue's 85% stands in",
         "reference": "Finn et al. 2015, Nat Neurosci 18:1664, doi:10.1038/nn.4135"},
     "fc_same_subject": {
-        "published": "0.6-0.75 (same subject) vs 0.4-0.55 (different subjects)", "low": None, "high": None,
+        "published": "about 0.6-0.75 (same subject) vs 0.4-0.55 (different subjects), not verified",
+        "low": None, "high": None,
         "condition": "whole-brain FC, HCP and MSC; from reviews, not verified against the papers' tables",
         "reference": "Finn et al. 2015; Gratton et al. 2018, Neuron 98:439, doi:10.1016/j.neuron.2018.03.035"},
     "edge_icc": {
@@ -272,10 +280,13 @@ REFERENCES = {
         "reference": "Zhang et al. 2018, Hum Brain Mapp 39:1765, doi:10.1002/hbm.23950; "
                      "Weis et al. 2020, Cereb Cortex; Serin et al. 2024, Neuromethods"},
     "age_from_fc": {
-        "published": "r 0.55-0.85 (r 0.74 at ages 7-30 with 5-min scans)", "low": 0.55, "high": 0.85,
-        "condition": "FC-only age prediction in adult and developmental samples, linear models",
-        "reference": "Dosenbach et al. 2010, Science 329:1358, doi:10.1126/science.1194144; "
-                     "Liem et al. 2017, NeuroImage"},
+        "published": "r 0.54-0.85 (0.74 at ages 7-30 with 5-min scans; 0.54 from one cohort to another at 8-22)",
+        "low": 0.54, "high": 0.85,
+        "condition": "FC-only linear age prediction; 0.74: 238 scans, ages 7-30; 0.54: trained on PNC "
+                     "(n=1,126), tested on HBN (n=1,387); the upper end, adult lifespan samples, from reviews, "
+                     "not verified against a paper",
+        "reference": "Dosenbach et al. 2010, Science 329:1358, doi:10.1126/science.1194144; PNC to HBN: "
+                     "https://www.psych.ox.ac.uk/publications/1231352"},
     "spectral_exponent": {
         "published": "beta 0.83 at rest (0.69 in task)", "low": None, "high": None,
         "condition": "unfiltered BOLD, mean of 21 regions; a 0.01-0.1 Hz band-pass changes the slope, "
@@ -312,7 +323,7 @@ def cohort_card(connectomes: Connectomes, phenotypes: pd.DataFrame, *, seed: int
     """Measure every statistic of the card (see :data:`REFERENCES`); one row per statistic.
 
     ``phenotypes``: indexed by participant id, with ``sex`` and ``age`` columns (either may be
-    missing; its rows then say so).
+    missing; its rows then say so) and, where known, ``site`` (age is then also scored within sites).
     """
     fc, subjects = connectomes.fc, connectomes.subjects
     minutes = connectomes.n_volumes * connectomes.repetition_time / 60
@@ -342,8 +353,10 @@ def cohort_card(connectomes: Connectomes, phenotypes: pd.DataFrame, *, seed: int
         if usable.sum() < 20:
             rows.append(_row(f"{name} from FC", np.nan, key, f"too few subjects with {name} ({usable.sum()})"))
             continue
+        sites = table["site"].to_numpy()[usable] if "site" in table and table["site"].notna().all() else None
+        several_sites = sites is not None and len(pd.unique(sites)) > 1
         result = phenotype_from_fc(fc[first_runs.to_numpy()[usable]], table[name].to_numpy()[usable],
-                                   kind=kind, seed=seed)
+                                   kind=kind, seed=seed, groups=sites if several_sites else None)
         if kind == "classification":
             rows.append(_row("sex from FC, balanced accuracy", result["balanced_accuracy"], key,
                              f"{result['n_subjects']} subjects (first run each); ridge classifier, 4 x 5-fold CV"))
@@ -351,6 +364,10 @@ def cohort_card(connectomes: Connectomes, phenotypes: pd.DataFrame, *, seed: int
             rows.append(_row("age from FC, r", result["r"], key,
                              f"{result['n_subjects']} subjects (first run each); ridge, 4 x 5-fold CV; "
                              f"mean absolute error {result['mae']:.1f} years"))
+            if "r_within" in result:
+                rows.append(_row("age from FC, r within site", result["r_within"], key,
+                                 f"the same predictions, each site's mean age removed from ages and predictions "
+                                 f"({len(pd.unique(sites))} sites); single-site studies measure this"))
     signals = signal_statistics(connectomes)
     rows.append(_row(f"lag-1 autocorrelation at TR {connectomes.repetition_time:g} s", signals["lag1"], "lag1",
                      "mean over runs and parcels, after the pipeline's band-pass"))
@@ -373,13 +390,22 @@ def card_markdown(card: pd.DataFrame) -> str:
 
 
 def write_cohort_card(timeseries_files: list[str | Path], phenotypes_tsv: str | Path, table_path: str | Path,
-                      markdown_path: str | Path, *, seed: int, log=print) -> pd.DataFrame:
-    """Measure the card on the cleaned runs and write it as TSV and Markdown (each written atomically)."""
+                      markdown_path: str | Path, *, seed: int, participants_tsv: str | Path | None = None,
+                      log=print) -> pd.DataFrame:
+    """Measure the card on the cleaned runs and write it as TSV and Markdown (each written atomically).
+
+    The ``site`` column of ``participants_tsv`` (BIDS participants.tsv), where it has one, adds the
+    within-site age row.
+    """
     from ..io import write_text_atomic
 
     connectomes = load_connectomes(timeseries_files)
     log(f"card: FC of {len(connectomes.fc)} runs, {connectomes.fc.shape[1]} edges each")
     phenotypes = pd.read_csv(phenotypes_tsv, sep="\t", na_values=["n/a"], index_col="participant_id")
+    if participants_tsv is not None and "site" not in phenotypes:
+        participants = pd.read_csv(participants_tsv, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
+        if "site" in participants:
+            phenotypes = phenotypes.join(participants.set_index("participant_id")["site"])
     card = cohort_card(connectomes, phenotypes, seed=seed)
     write_text_atomic(table_path, card.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4g"))
     write_text_atomic(markdown_path, card_markdown(card))
