@@ -124,9 +124,9 @@ def planted_parcel_signals(seed: int, subject_index: int, visit_index: int, trai
                            smoothing: np.ndarray | None = None) -> np.ndarray:
     """(n_volumes, n_parcels) noise-free parcel signals of one run, before any voxel or nuisance.
 
-    ``traits`` are the subject's (:func:`~.cohort.dynamics_traits`). Loadings, the individual
-    modes' maps and the own processes' time constant belong to the
-    subject (the same in every run); the signals, and the state share of the maps, to the run.
+    ``traits`` are the subject's (:func:`~.cohort.dynamics_traits`). Loadings, the individual modes'
+    maps and the own processes' time constant belong to the subject (the same in every run); the
+    signals, and the state share of the maps, to the run.
     ``smoothing`` (:func:`~.dynamics.spatial_smoothing` of the parcel centres) is required when
     ``individuality`` has modes.
     """

@@ -1,7 +1,8 @@
 """Ground-truth brain dynamics: latent traits -> network dynamics -> parcel signals.
 
-Each subject has latent traits ``z`` (standard normal). They set three things of
-the nine network signals (7 cortical networks, subcortex, cerebellum):
+Each subject has traits ``z``: its latent traits (standard normal), with age in years on one scale
+for every site (:func:`~.cohort.dynamics_traits`). They set three things of the nine network
+signals (7 cortical networks, subcortex, cerebellum):
 
 - coupling: the correlation of the networks' neural innovations, a base matrix
   plus ``effect_size * z_k`` on a few network pairs per trait (``COUPLING_EFFECTS``);
