@@ -89,6 +89,10 @@ def test_the_card_is_written_from_cleaned_runs(preprocessed, tmp_path):
     assert markdown.startswith("| statistic | measured |") and "Noble" in markdown
     with pytest.raises(ValueError, match="no cleaned runs"):
         card.load_connectomes([])
+    # Every run excluded: a card that says so, not a crash (rule build_shards reports the reasons).
+    empty = card.write_cohort_card([], phenotypes_tsv, tmp_path / "empty.tsv", tmp_path / "empty.md", seed=0,
+                                   log=lambda line: None)
+    assert list(empty["verdict"]) == ["not measured"] and "results/qc/runs.tsv" in empty["measured_on"].iloc[0]
 
 
 def planted_fc(individuality, n_subjects=16, seed=3):

@@ -399,6 +399,13 @@ def write_cohort_card(timeseries_files: list[str | Path], phenotypes_tsv: str | 
     """
     from ..io import write_text_atomic
 
+    if not timeseries_files:  # every run excluded: rule build_shards stops with the reasons
+        reason = "no included runs; results/qc/runs.tsv says why each run was excluded"
+        log(f"card: not measured, {reason}")
+        card = pd.DataFrame([_row("cohort card", np.nan, "", reason)])
+        write_text_atomic(table_path, card.to_csv(sep="\t", index=False, na_rep="n/a"))
+        write_text_atomic(markdown_path, card_markdown(card))
+        return card
     connectomes = load_connectomes(timeseries_files)
     log(f"card: FC of {len(connectomes.fc)} runs, {connectomes.fc.shape[1]} edges each")
     phenotypes = pd.read_csv(phenotypes_tsv, sep="\t", na_values=["n/a"], index_col="participant_id")
