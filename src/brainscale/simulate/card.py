@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import signal
 
 from ..probing.baselines import fisher_z_connectivity
+from ..probing.reid import NORMALISATIONS, reidentification
 
 __all__ = ["Connectomes", "REFERENCES", "load_connectomes", "identification", "pooled_identification",
            "fc_similarity", "edge_icc", "group_mean_share", "phenotype_from_fc", "signal_statistics",
@@ -68,11 +69,11 @@ def load_connectomes(timeseries_files: list[str | Path], *, segment_volumes: int
         centred = present - present.mean(axis=1, keepdims=True)
         power = np.einsum("ct,ct->c", centred, centred)
         lag1.append(float(np.mean(np.einsum("ct,ct->c", centred[:, 1:], centred[:, :-1]) / np.maximum(power, 1e-12))))
-        frequencies, density = signal.welch(centred, fs=1.0 / tr, nperseg=min(segment_volumes, data.shape[1]),
-                                            axis=1)
-        if spectra and len(density[0]) != len(spectra[0]):
-            continue  # a run shorter than one segment: its spectrum has other frequencies
-        spectra.append(density.mean(axis=0))
+        if data.shape[1] >= segment_volumes:  # a shorter run has no full segment: it stays out of the spectrum
+            frequencies, density = signal.welch(centred, fs=1.0 / tr, nperseg=segment_volumes, axis=1)
+            spectra.append(density.mean(axis=0))
+    if not spectra:
+        frequencies, spectra = np.full(1, np.nan), [np.full(1, np.nan)]
     return Connectomes(fc=np.stack(rows), subjects=np.asarray(subjects), run_ids=np.asarray(run_ids),
                        n_volumes=np.asarray(lengths), repetition_time=float(repetition_time), lag1=np.asarray(lag1),
                        spectrum=np.mean(spectra, axis=0), frequencies=frequencies)
@@ -115,36 +116,18 @@ def identification(fc: np.ndarray, subjects: np.ndarray) -> dict:
     return {"accuracy": float((forward + backward) / 2), "n_subjects": len(first)}
 
 
-def _normalised_features(fc: np.ndarray, normalisation: str) -> np.ndarray:
-    data = np.asarray(fc, dtype=np.float64)
-    if normalisation == "raw":
-        return data
-    centred = data - data.mean(axis=0)
-    if normalisation == "centred":
-        return centred
-    if normalisation == "zscore":
-        spread = data.std(axis=0)
-        return centred / np.where(spread > 0, spread, 1.0)
-    raise ValueError(f"normalisation must be raw, centred or zscore, received {normalisation!r}")
-
-
 def pooled_identification(fc: np.ndarray, subjects: np.ndarray, normalisation: str) -> dict:
-    """Identification with every run as a candidate (the ``subject_reid`` protocol of the probes).
+    """Identification with every run as a candidate: the probes' ``subject_reid`` on whole-run FC.
 
     Queries are the runs of subjects with two or more runs; candidates are all other runs.
     ``normalisation``: ``raw`` (Pearson of the edges), ``centred`` (the group-mean edge removed
-    first) or ``zscore`` (every edge standardised over runs first).
+    first, the probes' protocol) or ``zscore`` (every edge standardised over runs first); see
+    :func:`brainscale.probing.reid.reidentification`.
     """
-    subjects = np.asarray(subjects)
-    counts = pd.Series(subjects).value_counts()
-    queries = np.flatnonzero(counts.reindex(subjects).to_numpy() >= 2)
-    if not len(queries):
-        return {"accuracy": np.nan, "n_queries": 0}
-    features = _normalised_features(fc, normalisation)
-    similarity = _row_correlations(features[queries], features)
-    similarity[np.arange(len(queries)), queries] = -np.inf
-    hit = subjects[similarity.argmax(axis=1)] == subjects[queries]
-    return {"accuracy": float(hit.mean()), "n_queries": int(len(queries)), "n_candidates": int(len(subjects) - 1)}
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be raw, centred or zscore, received {normalisation!r}")
+    result = reidentification(fc, subjects, np.arange(len(fc)), normalisation=normalisation)
+    return {"accuracy": result["top1"], "n_queries": result["n_queries"], "n_candidates": len(fc) - 1}
 
 
 def fc_similarity(fc: np.ndarray, subjects: np.ndarray) -> dict:
