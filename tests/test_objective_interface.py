@@ -20,7 +20,9 @@ DATA = Path(__file__).parent / "data"
 
 def test_brain_semantoks_on_the_interface_reproduces_the_losses_before_it(shards, tmp_path):
     # tests/data/semantoks-reference-*: this run (first 4 subjects, 8 steps) with the training loop
-    # that knew only Brain-Semantoks, before objectives became plug-ins
+    # that knew only Brain-Semantoks, before objectives became plug-ins (issue 20; it matched). Recorded
+    # again on 2026-12-06 when the simulator's data changed (issue 21: individual modes, age on one
+    # scale), with the loop unchanged, so that it still guards the Semantoks losses and weights.
     export = pretrain(run_spec(SETTINGS, "semantoks-tiny"), shards, subjects_of(shards)[:4], tmp_path / "run",
                       log=lambda line: None)
     log = pd.read_csv(tmp_path / "run" / "log.csv")
@@ -68,12 +70,15 @@ def test_every_objective_trains_exports_and_is_probed_through_one_interface(name
 
     objective = available_objectives()[name]
     size = "tiny" if "tiny" in objective.presets else next(iter(objective.presets))
-    subjects = subjects_of(shards)[:4]
-    run = run_spec(dict(SETTINGS, budget=dict(SETTINGS["budget"], total=2, warmup=1)), f"{name}-{size}")
-    export = pretrain(run, shards, subjects, tmp_path / "run", log=lambda line: None)
+    subjects, held_out = subjects_of(shards)[:4], subjects_of(shards)[4:6]
+    run = run_spec(dict(SETTINGS, budget=dict(SETTINGS["budget"], total=2, warmup=1),
+                        evaluation=dict(SETTINGS["evaluation"], subjects=2, samples=4, points=1)), f"{name}-{size}")
+    export = pretrain(run, shards, subjects, tmp_path / "run", evaluation_subjects=held_out, log=lambda line: None)
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log.columns[4:4 + len(objective.loss_terms)]) == list(objective.loss_terms)
     assert np.isfinite(log["loss"]).all() and np.isfinite(log["cls_rank"].iloc[0])
+    # the held-out loss, and the same loss on the subset, after the last step only
+    assert np.isfinite(log[["val_loss", "seen_loss"]].iloc[-1]).all() and log["val_loss"].iloc[:-1].isna().all()
     encoder = load_checkpoint(export, network_map_of(shards))
     dataset = ShardDataset(shard_paths(shards), subjects[:2], crop_length=encoder.config.crop_length, crops="eval",
                            n_eval_crops=2)

@@ -43,6 +43,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     from .objectives import RunSpec, run_spec
     from .objectives.spec import RUN_FILE
+    from .training.evaluation import run_evaluation_subjects
     from .training.loop import pretrain
 
     if args.spec:
@@ -54,7 +55,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # beside the run, as the pretrain rule writes it
             run.write(Path(args.output) / RUN_FILE)
     subjects = np.load(args.subjects).astype(str)
-    pretrain(run, args.shards, subjects, args.output, log=lambda line: print(line, file=sys.stderr))
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    pretrain(run, args.shards, subjects, args.output, evaluation_subjects=run_evaluation_subjects(run, args.splits, log),
+             log=log)
     return 0
 
 
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--shards", required=True, help="the shards folder (results/shards)")
     pretrain.add_argument("--subjects", required=True, help=".npy list of subject ids (a split file)")
     pretrain.add_argument("--output", required=True, help="output folder (checkpoint, log, encoder.pt)")
+    pretrain.add_argument("--splits", help="the splits folder (results/splits): the held-out loss is scored on "
+                                           "probe subjects drawn from it (pretrain.evaluation)")
     # not --run: torchrun, which passes these arguments on, would take it for its --run-path
     pretrain.add_argument("--objective", help="the run, objective-size, e.g. jepa-tiny (default: the first of "
                                               "pretrain.objectives)")

@@ -223,6 +223,14 @@ def _check_pretraining_sizes(config: dict) -> None:
             f"config key 'splits.pretrain_sizes': {too_large} exceed the at most {pool} subjects that can be left for pretraining "
             f"({subjects} simulated subjects, splits.probe_fraction {config['splits']['probe_fraction']} held out for "
             "probing; runs that fail QC leave fewer). Lower the sizes, or raise simulate.n_subjects.")
+    asked = config["pretrain"]["evaluation"]["subjects"]
+    probe = math.ceil(subjects * config["splits"]["probe_fraction"])  # before QC: an upper bound
+    if asked > probe:
+        raise ConfigError(
+            f"config key 'pretrain.evaluation.subjects': {asked} evaluation subjects, but the probe set of "
+            f"{subjects} simulated subjects holds at most {probe} (splits.probe_fraction "
+            f"{config['splits']['probe_fraction']}; the held-out loss is scored on probe subjects, which no "
+            "pretraining subset contains). Lower it, or set it to 0 to turn the held-out loss off.")
 
 
 def _check_probe(config: dict) -> None:

@@ -98,7 +98,7 @@ def get_final_outputs():
     targets += ["results/qc/runs.tsv", "results/qc/runs.png", "results/qc/cohort_card.tsv",
                 str(PREPROCESS_DIR / "network_mapping.npz"),
                 str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
-    targets += get_pretrained_encoders()
+    targets += get_pretrained_encoders() + ["results/figures/learning_curves.png"]
     targets += FIGURE_OUTPUTS + TABLE_OUTPUTS
     return targets
 
@@ -121,6 +121,17 @@ def largest_subset():
     objective reads its data (Brain-JEPA's gradient positions)."""
     size, seed = max(config["splits"]["pretrain_sizes"]), config["splits"]["pretrain_seeds"][0]
     return f"results/splits/pretrain_n-{size}_seed-{seed}.npy"
+
+
+def get_pretraining_log_keys():
+    """(run, size, seed) of every configured pretraining run, in the order of get_pretraining_logs."""
+    return [[model, int(size), int(seed)] for model in RUNS for size in config["splits"]["pretrain_sizes"]
+            for seed in config["splits"]["pretrain_seeds"]]
+
+
+def get_pretraining_logs():
+    """log.csv of every configured pretraining run (each beside its encoder.pt)."""
+    return [f"results/pretrain/{model}/n-{size}_seed-{seed}/log.csv" for model, size, seed in get_pretraining_log_keys()]
 
 
 def get_pretrained_encoders():

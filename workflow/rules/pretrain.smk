@@ -39,3 +39,20 @@ rule pretrain:
         "logs/pretrain/{model}_n-{size}_seed-{seed}.log",
     script:
         "../scripts/pretrain.py"
+
+
+rule learning_curves:
+    input:
+        logs=get_pretraining_logs(),
+    output:
+        png=report("results/figures/learning_curves.png", caption="../report/learning_curves.rst",
+                   category="Pretraining", labels={"figure": "learning curves"}),
+        pdf="results/figures/learning_curves.pdf",
+    params:
+        runs=get_pretraining_log_keys(),
+    conda:
+        "../../envs/brainscale.yaml"
+    log:
+        "logs/figures/learning_curves.log",
+    script:
+        "../scripts/learning_curves.py"

@@ -12,4 +12,5 @@ rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule
 torch.set_num_threads(snakemake.threads)
 launch_pretraining(RunSpec.from_dict(snakemake.params.run), snakemake.input.shards, snakemake.params.subjects,
                    snakemake.output.encoder.rsplit("/", 1)[0], processes=snakemake.params.processes,
+                   splits_dir=snakemake.input.splits,
                    log=logging.info, log_file=snakemake.log[0])

@@ -13,6 +13,8 @@ options, checks) and a subclass of :class:`Objective` that provides:
 - :meth:`Objective.prepare`: the step's batch on the device and the forward options (per-step
   draws and schedules); tensors stay sample-major so that the loop can cut them into
   accumulation slices and data-parallel shares;
+- :meth:`Objective.evaluation_dataset`: the same items for other subjects under another seed (the
+  held-out loss);
 - ``config_class`` and ``encoder_class``: the encoder of an export's config, for loading.
 
 An encoder has ``config`` (a dataclass with ``to_dict()``, ``crop_length``, ``depth``, ``width``
@@ -24,6 +26,7 @@ and ``network_map``), ``has_cls`` and ``layer_outputs(x, missing_channels=None)`
 from __future__ import annotations
 
 import abc
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -155,6 +158,14 @@ class Objective(abc.ABC):
         with torch.no_grad():
             tokens = model.encoder(tensors[0], missing_channels=tensors[1])
         return token_features(model.encoder, tokens)[0]
+
+    def evaluation_dataset(self, subjects, seed: int) -> torch.utils.data.Dataset:
+        """Items of ``subjects`` drawn as in training but from ``seed`` (the held-out loss, see
+        :mod:`brainscale.training.evaluation`): this objective's dataset built on those subjects. An
+        objective whose items depend on its training subset (a codebook fitted on it) overrides this."""
+        other = copy.copy(self)
+        other.data = PretrainingData(self.data.shard_folder, tuple(subjects), seed)
+        return other.dataset()
 
     def random_encoder(self, seed: int) -> nn.Module:
         """The exported encoder of a freshly built model of ``seed`` (the random-init baseline)."""

@@ -7,13 +7,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..io import atomic_file
 from . import save_figure
 
-__all__ = ["plot_loss_curve"]
+__all__ = ["plot_loss_curve", "plot_learning_curves"]
 
 
 def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
-    """Losses against samples seen (learning rate on a second axis) above the collapse monitors."""
+    """Losses against samples seen (learning rate on a second axis) above the collapse monitors; the
+    held-out loss and the same loss on the subset (``val_loss``, ``seen_loss``) where they were scored."""
     log = pd.read_csv(log_csv)
     figure, (axis, monitor) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 2))
     x = log["samples_seen"]
@@ -26,6 +28,12 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
             axis.plot(applied["samples_seen"], applied[term], ".", markersize=3, label=term)
         else:
             axis.plot(x, log[term], style, label=term, linewidth=1.2)
+    for column, marker, label in (("seen_loss", "s", "loss on the subset (fixed crops)"),
+                                  ("val_loss", "o", "held-out loss (evaluation subjects)")):
+        if column in log and log[column].notna().any():
+            scored = log.dropna(subset=[column])
+            axis.plot(scored["samples_seen"], scored[column], marker + "-", markersize=5, linewidth=1.5,
+                      label=label)
     axis.set_ylabel("loss")
     axis.legend(loc="upper right", fontsize=8)
     rate = axis.twinx()
@@ -46,3 +54,46 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
     monitor.set_title("collapse monitors of the exported encoder's CLS (batch)", fontsize=9)
     figure.tight_layout()
     save_figure(figure, output, dpi=110)
+
+
+def plot_learning_curves(logs: dict, outputs) -> None:
+    """Held-out loss (solid, circles) and the same loss on the run's own subset (dashed, squares) against
+    samples seen: one panel per run, one colour per pretraining-set size (a line per seed).
+
+    ``logs``: ``{(run, size, seed): log.csv path}``; ``outputs``: the paths to write (PNG, PDF).
+    """
+    import numpy as np
+
+    runs = sorted({run for run, _, _ in logs})
+    sizes = sorted({int(size) for _, size, _ in logs})
+    colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, len(sizes)))))
+    figure, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
+    for axis, run in zip(axes[0], runs):
+        scored_any = False
+        for (name, size, seed), path in sorted(logs.items()):
+            if name != run:
+                continue
+            log = pd.read_csv(path)
+            if "val_loss" not in log or log["val_loss"].isna().all():
+                continue
+            scored = log.dropna(subset=["val_loss"])
+            colour = colours[int(size)]
+            axis.plot(scored["samples_seen"], scored["val_loss"], "o-", color=colour, markersize=4,
+                      label=f"{size} subjects" if seed == min(s for r, z, s in logs if r == run and z == size) else None)
+            axis.plot(scored["samples_seen"], scored["seen_loss"], "s--", color=colour, markersize=3, alpha=0.7)
+            scored_any = True
+        axis.set_title(run, fontsize=10)
+        axis.set_xlabel("samples seen")
+        if not scored_any:
+            axis.text(0.5, 0.5, "no held-out loss in log.csv\n(pretrain.evaluation)", ha="center", va="center",
+                      transform=axis.transAxes, fontsize=8, color="grey")
+        else:
+            axis.legend(fontsize=7, title="pretraining set", title_fontsize=7)
+    axes[0][0].set_ylabel("objective loss (solid: held-out subjects; dashed: own subset)")
+    figure.suptitle("Learning curves: held-out vs own-subset loss", fontsize=11)
+    figure.tight_layout()
+    outputs = list(outputs)
+    for output in outputs[:-1]:
+        with atomic_file(output) as temporary:
+            figure.savefig(temporary, dpi=120)
+    save_figure(figure, outputs[-1])

@@ -1,7 +1,7 @@
 """``log.csv``: one row per step, read back from the device in windows.
 
-The loop keeps each step's losses on the device and hands them here; at a monitor or checkpoint
-step the window comes back in one host sync (so that a GPU never waits for the host), is checked
+The loop keeps each step's losses on the device and hands them here; at a monitor, evaluation or
+checkpoint step the window comes back in one host sync (so that a GPU never waits for the host), is checked
 for a non-finite loss and becomes rows with the window's throughput (``samples_per_s``) and the
 share of its wall time spent waiting for the DataLoader (``data_wait``).
 """
@@ -17,14 +17,15 @@ import torch
 
 from ..errors import TrainingError
 from .diagnostics import MONITOR_COLUMNS
+from .evaluation import evaluation_columns
 
 __all__ = ["log_columns", "TrainingLog"]
 
 
 def log_columns(loss_terms) -> list[str]:
-    """The columns of ``log.csv`` for an objective with these loss terms."""
+    """The columns of ``log.csv`` for an objective with these loss terms (the held-out scores last)."""
     return ["step", "samples_seen", "passes", "loss", *loss_terms, "lr", "weight_decay", "momentum",
-            "samples_per_s", "data_wait", *MONITOR_COLUMNS]
+            "samples_per_s", "data_wait", *MONITOR_COLUMNS, *evaluation_columns(loss_terms)]
 
 
 class TrainingLog:
@@ -32,6 +33,7 @@ class TrainingLog:
 
     def __init__(self, path: Path, loss_terms, budget, *, rows: list, checkpoint_path: Path, stream):
         self.path, self.columns, self.budget = path, log_columns(loss_terms), budget
+        self.evaluation_columns = evaluation_columns(loss_terms)
         self.written, self.new, self.pending = list(rows), [], []
         self.checkpoint_path, self.stream = checkpoint_path, stream
         self.window_start, self.data_wait = time.perf_counter(), 0.0
@@ -63,9 +65,17 @@ class TrainingLog:
             if not math.isfinite(terms[0]):
                 self._non_finite(done)
             self.new.append([done, (done + 1) * batch_size, self.budget.passes(done + 1), *terms, lr, weight_decay,
-                             momentum, batch_size * len(self.pending) / elapsed, self.data_wait / elapsed, *monitors])
+                             momentum, batch_size * len(self.pending) / elapsed, self.data_wait / elapsed, *monitors,
+                             *[math.nan] * len(self.evaluation_columns)])
         self.pending.clear()
         self.window_start, self.data_wait = time.perf_counter(), 0.0
+
+    def evaluated(self, scores: dict) -> None:
+        """The held-out scores of the last flushed step (a term a set did not apply stays NaN)."""
+        row = self.new[-1]
+        start = len(row) - len(self.evaluation_columns)
+        for offset, name in enumerate(self.evaluation_columns):
+            row[start + offset] = scores.get(name, math.nan)
 
     def commit(self, write: bool) -> list:
         """Move the new rows to the written ones (appending them to the file when ``write``); return all rows."""

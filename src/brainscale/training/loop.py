@@ -13,7 +13,8 @@ are written atomically every ``budget.checkpoint_every``. Losses stay on the dev
 monitor or checkpoint step, where they come back in one host sync; a non-finite one then stops
 training, with its step and the last good checkpoint named, before anything is saved
 (:mod:`.logbook`). Every ``monitor_every`` steps the log records the collapse monitors
-(:mod:`.diagnostics`) of the exported encoder's CLS (or token mean).
+(:mod:`.diagnostics`) of the exported encoder's CLS (or token mean); at ``pretrain.evaluation.points``
+evenly spaced steps, the held-out loss (:mod:`.evaluation`).
 
 The pieces: :mod:`.setup` builds the run, :mod:`.checkpoint` saves and resumes it, :mod:`.logbook`
 writes ``log.csv``, :mod:`brainscale.export` the encoder.
@@ -34,6 +35,7 @@ from ..objectives import RunSpec
 from ..objectives.base import Step
 from .checkpoint import resume, run_identity, save_checkpoint
 from .diagnostics import MONITOR_COLUMNS, collapse_monitors
+from .evaluation import HeldOutLoss, evaluation_steps
 from .logbook import TrainingLog
 from .schedules import cosine_rise, ema_update, learning_rate
 from .setup import Training, set_up
@@ -42,7 +44,7 @@ __all__ = ["pretrain", "train_step"]
 
 
 def pretrain(run: RunSpec, shard_folder: str | Path, subjects, output_dir: str | Path, *,
-             stop_at_step: int | None = None, log=print) -> Path | None:
+             evaluation_subjects=None, stop_at_step: int | None = None, log=print) -> Path | None:
     """Pretrain on ``subjects`` and write checkpoint, CSV log, loss figure and encoder export.
 
     Parameters
@@ -55,6 +57,10 @@ def pretrain(run: RunSpec, shard_folder: str | Path, subjects, output_dir: str |
         The pretraining subset.
     output_dir : path
         Receives ``checkpoint.pt``, ``log.csv``, ``loss.png`` and ``encoder.pt``.
+    evaluation_subjects : array of str, optional
+        Subjects no pretraining subset contains (:func:`.evaluation.evaluation_subjects`): the run's
+        held-out loss is scored on them (``pretrain.evaluation``); None leaves the ``val_*`` and
+        ``seen_*`` columns of ``log.csv`` empty.
     stop_at_step : int, optional
         Stop (with a checkpoint) once this many steps are done, as if interrupted.
 
@@ -80,12 +86,27 @@ def pretrain(run: RunSpec, shard_folder: str | Path, subjects, output_dir: str |
     log(f"{run.run}: {budget.total_steps} steps of {budget.batch_size} = {budget.samples} samples, "
         f"{budget.passes(budget.total_steps):.1f} passes over {len(subjects)} subjects")
     last_step = budget.total_steps if stop_at_step is None else min(stop_at_step, budget.total_steps)
-    step = _train(training, logbook, identity, checkpoint_path, range(step, last_step), log)
+    held_out = _held_out_loss(training, subjects, evaluation_subjects, log)
+    step = _train(training, logbook, identity, checkpoint_path, range(step, last_step), log, held_out)
     if step < budget.total_steps:
         return None
     if training.processes.rank == 0:
         _export(training, output_dir, len(subjects))
     return output_dir / "encoder.pt"
+
+
+def _held_out_loss(training: Training, subjects: list[str], evaluation_subjects, log):
+    """``(scorer, steps)`` of the held-out loss (:mod:`.evaluation`), or None when it is off or not this rank's."""
+    settings = training.run.training.get("evaluation") or {}
+    if evaluation_subjects is None or not settings.get("subjects") or training.processes.rank != 0:
+        return None
+    scorer = HeldOutLoss(training.objective, training.budget, training.processes.device,
+                         held_out=[str(s) for s in evaluation_subjects], subset=subjects,
+                         samples=settings["samples"], seed=settings["seed"])
+    steps = evaluation_steps(training.budget.total_steps, settings["points"])
+    log(f"held-out loss on {settings['samples']} crops of {len(evaluation_subjects)} evaluation subjects (and of "
+        f"the subset) after steps {steps}")
+    return scorer, set(steps)
 
 
 def _export(training: Training, output_dir: Path, n_subjects: int) -> None:
@@ -100,8 +121,9 @@ def _export(training: Training, output_dir: Path, n_subjects: int) -> None:
 
 
 def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_path: Path, steps: range,
-           log) -> int:
-    """Take ``steps``, logging and checkpointing as the budget says; return the steps done."""
+           log, held_out=None) -> int:
+    """Take ``steps``, logging, scoring the held-out loss and checkpointing as the budget says; return the
+    steps done."""
     budget, processes = training.budget, training.processes
     forward, autocast = training.forward(), training.autocast()
     training.model.train()
@@ -122,9 +144,14 @@ def _train(training: Training, logbook: TrainingLog, identity: dict, checkpoint_
         step += 1
         progress.update()
         checkpointed = step % budget.checkpoint_every_steps == 0 or step in (budget.total_steps, steps.stop)
-        if monitored or checkpointed:
+        evaluated = held_out is not None and step in held_out[1]
+        if monitored or checkpointed or evaluated:
             logbook.flush()
             progress.set_postfix(loss=f"{logbook.last_loss:.4f}")
+        if evaluated:
+            scores = held_out[0].score(training.model)
+            logbook.evaluated(scores)
+            log(f"step {step}: held-out loss {scores['val_loss']:.4f}, on the subset {scores['seen_loss']:.4f}")
         if checkpointed:
             rows = logbook.commit(write=processes.rank == 0)
             if processes.rank == 0:

@@ -53,7 +53,7 @@ from ...errors import TrainingError
 from ...io import atomic_file
 from ...shards.reader import ShardDataset
 from ...shards.writer import MANIFEST, sha256_of
-from ..base import CropItems, Objective, item_generator
+from ..base import CropItems, Objective, PretrainingData, item_generator
 from .model import ShuffledEncoder, ShuffledTraining
 from .spec import SPEC, ShuffledConfig
 
@@ -219,6 +219,14 @@ class ShuffledAutoregression(Objective):
         crops = self.data.crops(config.crop_length, preload=self.settings["preload"])
         codebook = self.codebook(crops) if self.options["target"] == "codes" else None
         return ShuffledCrops(crops, config, seed=self.data.seed, codebook=codebook)
+
+    def evaluation_dataset(self, subjects, seed: int) -> ShuffledCrops:
+        """Crops of ``subjects`` under ``seed``, coded with the training subset's codebook (not one of their own)."""
+        config = self.config()
+        crops = PretrainingData(self.data.shard_folder, tuple(subjects), seed).crops(
+            config.crop_length, preload=self.settings["preload"])
+        codebook = self.codebook() if self.options["target"] == "codes" else None
+        return ShuffledCrops(crops, config, seed=seed, codebook=codebook)
 
     # --- the codebook ----------------------------------------------------------------------------
     def _codebook_key(self) -> str:
