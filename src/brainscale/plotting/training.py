@@ -89,8 +89,9 @@ def plot_learning_curves(logs: dict, outputs) -> None:
                       transform=axis.transAxes, fontsize=8, color="grey")
         else:
             axis.legend(fontsize=7, title="pretraining set", title_fontsize=7)
-    axes[0][0].set_ylabel("objective loss (solid: held-out subjects; dashed: own subset)")
-    figure.suptitle("Learning curves: held-out vs own-subset loss", fontsize=11)
+    axes[0][0].set_ylabel("objective loss")
+    figure.suptitle("Learning curves: held-out subjects (solid, circles) and the run's own subset (dashed, squares)",
+                    fontsize=10)
     figure.tight_layout()
     outputs = list(outputs)
     for output in outputs[:-1]:
