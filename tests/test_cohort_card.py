@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from brainscale.config import N_DEMO_PARCELS, ConfigError, validate_config
+from brainscale.config import ConfigError, validate_config
+from brainscale.models.config import REFERENCE_CHANNELS, reference_network_map
 from brainscale.simulate import card
 from brainscale.simulate.cohort import POPULATION_AGE, dynamics_traits, simulate_participants
 from brainscale.simulate.dataset import planted_parcel_signals
@@ -96,8 +97,8 @@ def test_the_card_is_written_from_cleaned_runs(preprocessed, tmp_path):
 
 
 def planted_fc(individuality, n_subjects=16, seed=3):
-    network_of_parcel = np.repeat(np.arange(9), [61, 77, 46, 47, 26, 52, 91, 50, 7])
-    centroids = np.random.default_rng(0).uniform(-70, 70, size=(N_DEMO_PARCELS, 3))
+    network_of_parcel = np.array(reference_network_map())
+    centroids = np.random.default_rng(0).uniform(-70, 70, size=(REFERENCE_CHANNELS, 3))
     smoothing = spatial_smoothing(centroids, individuality.smoothness_mm)
     latents = np.random.default_rng(1).normal(size=(n_subjects, 4))
     rows, subjects = [], []
@@ -137,7 +138,7 @@ def test_the_dynamics_see_age_on_one_scale_for_every_site():
 
 def test_impossible_signatures_are_named_before_anything_is_written(tiny_dataset):
     raw = yaml.safe_load(MINIMAL_CONFIG.read_text())
-    for settings, message in (({"modes": N_DEMO_PARCELS + 1}, r"simulate\.individuality\.modes'.*more than the 457"),
+    for settings, message in (({"modes": REFERENCE_CHANNELS + 1}, r"simulate\.individuality\.modes'.*more than the 457"),
                               ({"state_share": 1.0}, r"simulate\.individuality\.state_share'.*no signature persists"),
                               ({"share": -0.2}, r"simulate\.individuality\.share")):
         raw["simulate"]["individuality"] = settings
@@ -145,4 +146,4 @@ def test_impossible_signatures_are_named_before_anything_is_written(tiny_dataset
             validate_config(raw)
     # The constant the check uses is the simulated atlases' parcel count.
     tables = sorted((tiny_dataset / "atlases").glob("*.tsv"))
-    assert sum(len(pd.read_csv(table, sep="\t")) for table in tables) == N_DEMO_PARCELS
+    assert sum(len(pd.read_csv(table, sep="\t")) for table in tables) == REFERENCE_CHANNELS

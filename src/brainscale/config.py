@@ -128,19 +128,17 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
     _check_objectives(config)
     if workflow:
         _check_pretraining_sizes(config)
+        _check_evaluation_set(config)
     resolve_inputs(config)
-
-
-#: Parcels of the simulated atlases: Schaefer 400 + Tian S3 50 + Buckner 7 (a test checks it against
-#: simulate.atlas; not imported from there, which would load scikit-learn into every Snakemake parse).
-N_DEMO_PARCELS = 457
 
 
 def _check_individuality(settings: dict) -> None:
     """A signature the simulator can draw, and that persists from run to run when it is asked for."""
+    from .models.config import REFERENCE_CHANNELS  # torch-free: the simulated atlases' parcels
+
     key = "config key 'simulate.individuality"
-    if settings["modes"] > N_DEMO_PARCELS:
-        raise ConfigError(f"{key}.modes': {settings['modes']} modes, more than the {N_DEMO_PARCELS} parcels of the "
+    if settings["modes"] > REFERENCE_CHANNELS:
+        raise ConfigError(f"{key}.modes': {settings['modes']} modes, more than the {REFERENCE_CHANNELS} parcels of the "
                           "demo atlas; each mode is a map over the parcels, so at most that many are independent. "
                           "Lower it (the demo uses 5).")
     if settings["modes"] and settings["share"] > 0 and settings["state_share"] >= 1:
@@ -223,6 +221,13 @@ def _check_pretraining_sizes(config: dict) -> None:
             f"config key 'splits.pretrain_sizes': {too_large} exceed the at most {pool} subjects that can be left for pretraining "
             f"({subjects} simulated subjects, splits.probe_fraction {config['splits']['probe_fraction']} held out for "
             "probing; runs that fail QC leave fewer). Lower the sizes, or raise simulate.n_subjects.")
+
+
+def _check_evaluation_set(config: dict) -> None:
+    """With the simulated demo the probe set's size is known before any job: the evaluation set must fit it."""
+    if not config["simulate"]["enabled"] or config["data"]["derivatives"]:
+        return
+    subjects = config["simulate"]["n_subjects"]
     asked = config["pretrain"]["evaluation"]["subjects"]
     probe = math.ceil(subjects * config["splits"]["probe_fraction"])  # before QC: an upper bound
     if asked > probe:

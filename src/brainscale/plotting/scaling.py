@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_file
+from . import save_figures
 
 __all__ = ["plot_scaling", "plot_layerwise", "plot_objectives"]
 
@@ -20,14 +20,6 @@ TASK_TITLES = {"subject_reid": "subject_reid (cross-run)"}
 REFERENCE_STYLES = {"random": dict(color="0.45", linestyle="--", label="random init"),
                     "connectivity": dict(color="tab:green", linestyle=":", label="FC (Fisher z)"),
                     "oracle": dict(color="black", linestyle="-", linewidth=0.8, label="oracle (ground truth)")}
-
-
-def _save_all(figure, outputs) -> None:
-    """One figure in several formats (PNG, PDF, ...), each written atomically."""
-    for output in outputs:
-        with atomic_file(output) as temporary:
-            figure.savefig(temporary, dpi=150)
-    plt.close(figure)
 
 
 def _band(axis, x, part, prefix, color, label):
@@ -101,7 +93,7 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
         _scaling_panels(subfigure, table, fits, tasks)
         subfigure.suptitle(title, fontsize=10, fontweight="bold")
     figure.suptitle("Linear probes of frozen features (mean and 95% CI over seeds and splits)", fontsize=10)
-    _save_all(figure, [str(o) for o in outputs])
+    save_figures(figure, [str(o) for o in outputs], dpi=150)
 
 
 def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
@@ -136,7 +128,7 @@ def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         axis.legend(fontsize=7)
     figure.suptitle("Layer-wise linear probes (cls_avg; star: best layer)", fontsize=10)
     figure.tight_layout()
-    _save_all(figure, [str(o) for o in outputs])
+    save_figures(figure, [str(o) for o in outputs], dpi=150)
 
 
 def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
@@ -173,4 +165,4 @@ def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         subfigure.suptitle(title, fontsize=10, fontweight="bold")
     figure.suptitle("Objectives compared: gain of the frozen features over each model's random init "
                     "(mean and 95% CI over seeds and splits)", fontsize=10)
-    _save_all(figure, [str(o) for o in outputs])
+    save_figures(figure, [str(o) for o in outputs], dpi=150)

@@ -7,8 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..io import atomic_file
-from . import save_figure
+from . import save_figure, save_figures
 
 __all__ = ["plot_loss_curve", "plot_learning_curves"]
 
@@ -69,32 +68,25 @@ def plot_learning_curves(logs: dict, outputs) -> None:
     colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, len(sizes)))))
     figure, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
     for axis, run in zip(axes[0], runs):
-        scored_any = False
-        for (name, size, seed), path in sorted(logs.items()):
-            if name != run:
+        labelled = set()  # one legend entry per size, whatever its seeds
+        for (name, size, _), path in sorted(logs.items()):
+            log = pd.read_csv(path) if name == run else None
+            if log is None or "val_loss" not in log or log["val_loss"].isna().all():
                 continue
-            log = pd.read_csv(path)
-            if "val_loss" not in log or log["val_loss"].isna().all():
-                continue
-            scored = log.dropna(subset=["val_loss"])
-            colour = colours[int(size)]
+            scored, colour = log.dropna(subset=["val_loss"]), colours[int(size)]
             axis.plot(scored["samples_seen"], scored["val_loss"], "o-", color=colour, markersize=4,
-                      label=f"{size} subjects" if seed == min(s for r, z, s in logs if r == run and z == size) else None)
+                      label=None if size in labelled else f"{size} subjects")
             axis.plot(scored["samples_seen"], scored["seen_loss"], "s--", color=colour, markersize=3, alpha=0.7)
-            scored_any = True
+            labelled.add(size)
         axis.set_title(run, fontsize=10)
         axis.set_xlabel("samples seen")
-        if not scored_any:
+        if labelled:
+            axis.legend(fontsize=7, title="pretraining set", title_fontsize=7)
+        else:
             axis.text(0.5, 0.5, "no held-out loss in log.csv\n(pretrain.evaluation)", ha="center", va="center",
                       transform=axis.transAxes, fontsize=8, color="grey")
-        else:
-            axis.legend(fontsize=7, title="pretraining set", title_fontsize=7)
     axes[0][0].set_ylabel("objective loss")
     figure.suptitle("Learning curves: held-out subjects (solid, circles) and the run's own subset (dashed, squares)",
                     fontsize=10)
     figure.tight_layout()
-    outputs = list(outputs)
-    for output in outputs[:-1]:
-        with atomic_file(output) as temporary:
-            figure.savefig(temporary, dpi=120)
-    save_figure(figure, outputs[-1])
+    save_figures(figure, outputs)

@@ -32,6 +32,7 @@ import torch
 from ..io import atomic_file
 from ..objectives.base import token_features
 from ..shards.reader import ShardDataset, pad_crop
+from ..shards.splits import probe_subjects
 
 __all__ = ["FEATURE_FORMAT", "FeatureTable", "write_features", "read_features", "extract_embeddings",
            "embedding_key", "cached", "probe_subjects", "probe_dataset", "embed_checkpoint"]
@@ -177,12 +178,6 @@ def cached(key: str, cache_dir: str | Path, output: str | Path, compute) -> bool
         except OSError:
             shutil.copyfile(entry, temporary)
     return hit
-
-
-def probe_subjects(splits_dir: str | Path) -> np.ndarray:
-    """The probe set: every subject of ``probe_train``, ``probe_val`` and ``probe_test`` (sorted)."""
-    parts = [np.load(Path(splits_dir) / f"probe_{name}.npy").astype(str) for name in ("train", "val", "test")]
-    return np.sort(np.concatenate(parts))
 
 
 def probe_dataset(shard_folder: str | Path, splits_dir: str | Path, *, crop_length: int = 100,

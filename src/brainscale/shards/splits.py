@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import BrainscaleError
 from ..io import atomic_directory
 
-__all__ = ["SplitError", "probe_split", "pretraining_subsets", "write_splits", "subset_name"]
+__all__ = ["SplitError", "probe_split", "pretraining_subsets", "write_splits", "subset_name", "probe_subjects"]
 
 
 class SplitError(BrainscaleError, ValueError):
@@ -122,3 +122,9 @@ def write_splits(subjects: pd.DataFrame, settings: dict, output_dir: str | Path)
             summary[subset_name(size, seed)] = len(ids)
         pd.Series(summary, name="subjects").rename_axis("split").to_csv(folder / "summary.tsv", sep="\t")
     return summary
+
+
+def probe_subjects(splits_dir: str | Path) -> np.ndarray:
+    """The probe set: every subject of ``probe_train``, ``probe_val`` and ``probe_test`` (sorted)."""
+    parts = [np.load(Path(splits_dir) / f"probe_{name}.npy").astype(str) for name in ("train", "val", "test")]
+    return np.sort(np.concatenate(parts))

@@ -382,23 +382,21 @@ def write_cohort_card(timeseries_files: list[str | Path], phenotypes_tsv: str | 
     """
     from ..io import write_text_atomic
 
-    if not timeseries_files:  # every run excluded: rule build_shards stops with the reasons
-        reason = "no included runs; results/qc/runs.tsv says why each run was excluded"
-        log(f"card: not measured, {reason}")
-        card = pd.DataFrame([_row("cohort card", np.nan, "", reason)])
-        write_text_atomic(table_path, card.to_csv(sep="\t", index=False, na_rep="n/a"))
-        write_text_atomic(markdown_path, card_markdown(card))
-        return card
-    connectomes = load_connectomes(timeseries_files)
-    log(f"card: FC of {len(connectomes.fc)} runs, {connectomes.fc.shape[1]} edges each")
-    phenotypes = pd.read_csv(phenotypes_tsv, sep="\t", na_values=["n/a"], index_col="participant_id")
-    if participants_tsv is not None and "site" not in phenotypes:
-        participants = pd.read_csv(participants_tsv, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
-        if "site" in participants:
-            phenotypes = phenotypes.join(participants.set_index("participant_id")["site"])
-    card = cohort_card(connectomes, phenotypes, seed=seed)
+    if timeseries_files:
+        connectomes = load_connectomes(timeseries_files)
+        log(f"card: FC of {len(connectomes.fc)} runs, {connectomes.fc.shape[1]} edges each")
+        phenotypes = pd.read_csv(phenotypes_tsv, sep="\t", na_values=["n/a"], index_col="participant_id")
+        if participants_tsv is not None and "site" not in phenotypes:
+            participants = pd.read_csv(participants_tsv, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
+            if "site" in participants:
+                phenotypes = phenotypes.join(participants.set_index("participant_id")["site"])
+        card = cohort_card(connectomes, phenotypes, seed=seed)
+    else:  # every run excluded: rule build_shards stops with the reasons
+        card = pd.DataFrame([_row("cohort card", np.nan, "",
+                                  "no included runs; results/qc/runs.tsv says why each run was excluded")])
     write_text_atomic(table_path, card.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4g"))
     write_text_atomic(markdown_path, card_markdown(card))
     for row in card.itertuples():
-        log(f"{row.statistic}: {row.measured:.3f} ({row.verdict})")
+        reason = "" if np.isfinite(row.measured) else f": {row.measured_on}"
+        log(f"{row.statistic}: {row.measured:.3f} ({row.verdict}){reason}")
     return card

@@ -27,6 +27,7 @@ from torch.utils.data import default_collate
 
 from ..errors import TrainingError
 from ..objectives.base import Step
+from ..shards.splits import probe_subjects
 
 __all__ = ["SETS", "evaluation_columns", "evaluation_steps", "evaluation_subjects", "run_evaluation_subjects",
            "HeldOutLoss"]
@@ -52,8 +53,7 @@ def evaluation_subjects(splits_dir: str | Path, n_subjects: int, seed: int, log=
     (the log says so); fewer than two cannot be scored: an empty list, with the reason logged.
     """
     folder = Path(splits_dir)
-    probe = sorted({str(s) for part in ("train", "val", "test")
-                    for s in np.load(folder / f"probe_{part}.npy", allow_pickle=False).astype(str)})
+    probe = [str(subject) for subject in probe_subjects(folder)]
     if len(probe) < n_subjects:
         log(f"pretrain.evaluation.subjects is {n_subjects}, but the probe set of {folder} has {len(probe)} subjects "
             f"after QC: " + ("the held-out loss is scored on all of them" if len(probe) >= 2 else
