@@ -18,12 +18,20 @@ def test_demo_config_is_valid_and_defaults_are_filled():
     config = load_config(REPO / "config" / "config.yaml")
     simulate = config["simulate"]
     assert simulate["n_subjects"] == 230
-    assert config["splits"]["pretrain_sizes"] == [8, 32, 128]
-    assert config["pretrain"]["objectives"] == ["semantoks-tiny", "jepa-tiny", "mae-tiny"]
+    assert config["splits"]["pretrain_sizes"] == [8, 20, 50, 128] and config["splits"]["pretrain_seeds"] == [0, 1]
+    assert config["pretrain"]["objectives"] == ["semantoks-tiny", "netbert-tiny"]
+    assert config["study"] == {"name": "demo", "bootstrap": 1000, "seed": 0}  # bootstrap and seed: defaults
     assert config["probe"]["split_seeds"] == list(range(10))  # a default, not in the file
     assert simulate["bold_dtype"] == "int16"  # a default, not in the file
     assert [site["repetition_time"] for site in simulate["sites"]] == [2.0, 0.8, 1.5]
     assert simulate["sites"][0]["dummy_scans"] == 0
+
+
+def test_a_study_named_like_a_shared_folder_is_refused():
+    with pytest.raises(ConfigError, match="study.name.*shares.*pretrain"):
+        validate_config({"study": {"name": "pretrain"}})
+    with pytest.raises(ConfigError, match="study"):
+        validate_config({"study": {"name": "../elsewhere"}})
 
 
 def test_empty_config_gets_every_default():

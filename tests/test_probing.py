@@ -22,7 +22,7 @@ from brainscale.probing.embeddings import (FeatureTable, embed_checkpoint, extra
                                            probe_subjects, read_features)
 from brainscale.probing.probes import (ProbeError, classification_metrics, probe_features, probe_one,
                                        regression_metrics, resolve_tasks, split_probe_subjects)
-from brainscale.probing.scaling import fit_power_law, write_scaling_outputs
+from brainscale.probing.scaling import write_scaling_outputs
 from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.shards.splits import write_splits
 from brainscale.export import save_encoder
@@ -309,13 +309,6 @@ def test_connectivity_features_are_fisher_z_correlations(shards, splits):
 
 
 # --- scaling --------------------------------------------------------------------------------
-def test_power_law_fit_recovers_the_exponent():
-    sizes = np.array([10, 100, 1000, 10000])
-    fit = fit_power_law(sizes, 2.0 * sizes ** 0.3)
-    assert fit["fits"] and fit["exponent"] == pytest.approx(0.3) and fit["a"] == pytest.approx(2.0)
-    assert not fit_power_law(sizes, [-1, -2, 3, 4])["fits"]
-
-
 def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
     rng = np.random.default_rng(0)
     sources, files = [], []
@@ -345,7 +338,7 @@ def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
         sources.append(source)
         files.append(path)
     names = ("scaling_png", "scaling_pdf", "layerwise_png", "layerwise_pdf", "objectives_png", "objectives_pdf",
-             "metrics", "scaling", "power_law", "layerwise", "objectives")
+             "metrics", "scaling", "probe_scaling", "layerwise", "objectives")
     suffix = {"png": ".png", "pdf": ".pdf"}
     outputs = {name: tmp_path / "out" / (name + suffix.get(name.rsplit("_", 1)[-1], ".tsv")) for name in names}
     # Training budget from the exports: new ones carry samples_seen and passes, an old one only trained_steps.

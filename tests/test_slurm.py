@@ -157,10 +157,12 @@ def snakemake_on_slurm(workdir: Path, *targets, configfiles=()) -> subprocess.Co
 def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
     result = snakemake_on_slurm(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for path in ("results/figures/scaling.png", "results/tables/scaling.tsv", "results/qc/runs.tsv",
-                 "results/pretrain/semantoks-tiny/n-2_seed-0/encoder.pt", "results/probes/baseline/oracle/metrics.tsv"):
+    for path in ("results/demo/figures/scaling.png", "results/demo/tables/scaling.tsv", "results/qc/runs.tsv",
+                 "results/pretrain/semantoks-tiny/n-2_seed-0/encoder.pt",
+                 "results/demo/probes/baseline/oracle/metrics.tsv"):
         assert (tmp_path / path).stat().st_size > 0, path
-    assert set(pd.read_csv(tmp_path / "results" / "tables" / "scaling.tsv", sep="\t")["family"]) >= {"pretrained"}
+    assert set(pd.read_csv(tmp_path / "results" / "demo" / "tables" / "scaling.tsv", sep="\t")["family"]) >= \
+        {"pretrained"}
     # Every job went through sbatch: the plugin keeps one log per Slurm job, named by its job id.
     job_logs = sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
     rules = {path.relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0] for path in job_logs}

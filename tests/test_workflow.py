@@ -64,20 +64,33 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     # Probes, baselines, tables and figures.
     for source in ("pretrain/semantoks-tiny/n-2_seed-0", "pretrain/semantoks-tiny/n-3_seed-0",
                    "random/semantoks-tiny_seed-21", "baseline/connectivity", "baseline/oracle"):
-        metrics = pd.read_csv(tmp_path / "results" / "probes" / source / "metrics.tsv", sep="\t")
+        metrics = pd.read_csv(tmp_path / "results" / "demo" / "probes" / source / "metrics.tsv", sep="\t")
         # the configured task, cross-run re-identification (pool-wide, split seed -1), and for the demo the
         # simulator's latent traits (not for the oracle, whose features they are)
         latent = set() if source == "baseline/oracle" else {f"latent_{name}" for name in
                                                               ("sex", "age", "cognition", "nuisance")}
         assert set(metrics["task"]) == {"age", "subject_reid"} | latent, source
         assert set(metrics["split_seed"]) == {0, 1, -1}, source
-    for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf", "objectives.png", "objectives.pdf"):
-        assert (tmp_path / "results" / "figures" / name).stat().st_size > 5000
-    scaling = pd.read_csv(tmp_path / "results" / "tables" / "scaling.tsv", sep="\t")
+    # The study's outputs under results/<study.name>/ (the demo config's "demo").
+    study = tmp_path / "results" / "demo"
+    for name in ("scaling.png", "scaling.pdf", "layerwise.png", "layerwise.pdf", "objectives.png", "objectives.pdf",
+                 "learning_curves.png", "loss_scaling.png", "loss_scaling.pdf"):
+        assert (study / "figures" / name).stat().st_size > 5000
+    assert not (tmp_path / "results" / "tables").exists() and not (tmp_path / "results" / "figures").exists()
+    scaling = pd.read_csv(study / "tables" / "scaling.tsv", sep="\t")
+    # Two sizes cannot fix E + A*D^-alpha (and scores on one test subject are undefined): each fit is a row
+    # with its reason, not a crash.
+    for name in ("loss_scaling", "probe_scaling"):
+        fits = pd.read_csv(study / "tables" / f"{name}.tsv", sep="\t")
+        assert len(fits) and not fits["identifiable"].any(), name
+        assert fits["reason"].str.match(r"2 pretraining size\(s\)|no finite value").all(), fits["reason"]
+    assert pd.read_csv(study / "tables" / "loss_scaling.tsv", sep="\t")["reason"].str.startswith("2 pretraining").all()
+    points = pd.read_csv(study / "tables" / "loss_points.tsv", sep="\t")
+    assert len(points) == 4 and points["val_loss"].notna().all() and (points["hours"] > 0).all()
     assert set(scaling["family"]) == {"pretrained", "random", "connectivity", "oracle"}
     assert {"steps", "samples_seen", "passes"} <= set(scaling.columns)
     assert scaling.loc[scaling["family"] == "pretrained", "steps"].notna().all()
-    assert "fingerprint identification across runs" in (tmp_path / "logs" / "probe" / "baseline" /
+    assert "fingerprint identification across runs" in (tmp_path / "logs" / "demo" / "probe" / "baseline" /
                                                         "connectivity.log").read_text()
     assert "cache miss" in (tmp_path / "logs" / "embed" / "pretrain" / "semantoks-tiny" / "n-2_seed-0.log").read_text()
     # Nothing left to do on a second invocation.

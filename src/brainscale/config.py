@@ -122,6 +122,7 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
     _check_individuality(config["simulate"]["individuality"])
+    _check_study(config["study"])
     _check_preprocess(config)
     _check_labels(config)
     _check_probe(config)
@@ -130,6 +131,17 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
         _check_pretraining_sizes(config)
         _check_evaluation_set(config)
     resolve_inputs(config)
+
+
+# The folders of results/ that every study shares: a study of one of these names would mix its outputs in.
+SHARED_RESULTS = ("preprocess", "qc", "shards", "splits", "pretrain", "baselines", "embeddings")
+
+
+def _check_study(settings: dict) -> None:
+    if settings["name"] in SHARED_RESULTS:
+        raise ConfigError(f"config key 'study.name': '{settings['name']}' is a folder of results/ that every study "
+                          f"shares ({', '.join(SHARED_RESULTS)}). Name the study otherwise, e.g. "
+                          f"'{settings['name']}-study'.")
 
 
 def _check_individuality(settings: dict) -> None:

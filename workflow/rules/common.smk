@@ -20,6 +20,10 @@ ATLAS_FILES += list(INPUTS["surface"].values()) if INPUTS["surface"] else [
     INPUTS["atlases"]["cortical"]["image"], INPUTS["atlases"]["cortical"]["labels"]]
 ATLAS_FILES += [path for kind in ("cortical_7n", "surface_7n") for path in INPUTS["atlases"].get(kind, {}).values()]
 PREPROCESS_DIR = Path("results/preprocess")
+# A study's own outputs (probes, tables, figures) live under results/<study.name>/; the stages before
+# them (preprocessing, shards, splits, checkpoints, embeddings) are shared by every study.
+STUDY = config["study"]["name"]
+STUDY_DIR = f"results/{STUDY}"
 _RUNS_CACHE = {}
 
 
@@ -98,8 +102,8 @@ def get_final_outputs():
     targets += ["results/qc/runs.tsv", "results/qc/runs.png", "results/qc/cohort_card.tsv",
                 str(PREPROCESS_DIR / "network_mapping.npz"),
                 str(PREPROCESS_DIR / "phenotypes.tsv"), "results/shards", "results/splits"]
-    targets += get_pretrained_encoders() + ["results/figures/learning_curves.png"]
-    targets += FIGURE_OUTPUTS + TABLE_OUTPUTS
+    targets += get_pretrained_encoders() + [f"{STUDY_DIR}/figures/learning_curves.png"]
+    targets += FIGURE_OUTPUTS + TABLE_OUTPUTS + LOSS_SCALING_OUTPUTS
     return targets
 
 
@@ -140,16 +144,18 @@ def get_pretrained_encoders():
                   size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
 
 
-# --- Probing: every encoder or baseline is a "source", a path under results/embeddings and results/probes.
+# --- Probing: every encoder or baseline is a "source", a path under results/embeddings and <study>/probes.
 #   pretrain/{model}/n-{size}_seed-{seed}   a checkpoint of rule pretrain (or dropped in its place); model is
 #                                           the run name objective-size (semantoks-tiny, jepa-tiny, ...)
 #   random/{model}_seed-{seed}              the same architecture with random weights
 #   external/{name}                         probe.checkpoints.{name} of the config
 #   baseline/connectivity, baseline/oracle  features that no encoder computes
-FIGURE_OUTPUTS = [f"results/figures/{name}.{ext}" for name in ("scaling", "layerwise", "objectives")
+FIGURE_OUTPUTS = [f"{STUDY_DIR}/figures/{name}.{ext}" for name in ("scaling", "layerwise", "objectives")
                   for ext in ("png", "pdf")]
-TABLE_OUTPUTS = [f"results/tables/{name}.tsv" for name in ("probe_metrics", "scaling", "power_law", "layerwise",
-                                                             "objectives")]
+TABLE_OUTPUTS = [f"{STUDY_DIR}/tables/{name}.tsv" for name in ("probe_metrics", "scaling", "probe_scaling",
+                                                                  "layerwise", "objectives")]
+LOSS_SCALING_OUTPUTS = [f"{STUDY_DIR}/tables/loss_scaling.tsv", f"{STUDY_DIR}/tables/loss_points.tsv",
+                        f"{STUDY_DIR}/figures/loss_scaling.png", f"{STUDY_DIR}/figures/loss_scaling.pdf"]
 
 
 def pretrained_sources():
@@ -192,7 +198,7 @@ def get_latent_labels(wildcards=None):
 
 
 def probe_metrics(sources):
-    return [f"results/probes/{source}/metrics.tsv" for source in sources]
+    return [f"{STUDY_DIR}/probes/{source}/metrics.tsv" for source in sources]
 
 
 def get_checkpoint(wildcards):

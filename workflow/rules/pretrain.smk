@@ -45,14 +45,40 @@ rule learning_curves:
     input:
         logs=get_pretraining_logs(),
     output:
-        png=report("results/figures/learning_curves.png", caption="../report/learning_curves.rst",
+        png=report(f"{STUDY_DIR}/figures/learning_curves.png", caption="../report/learning_curves.rst",
                    category="Pretraining", labels={"figure": "learning curves"}),
-        pdf="results/figures/learning_curves.pdf",
+        pdf=f"{STUDY_DIR}/figures/learning_curves.pdf",
     params:
         runs=get_pretraining_log_keys(),
     conda:
         "../../envs/brainscale.yaml"
     log:
-        "logs/figures/learning_curves.log",
+        f"logs/{STUDY}/figures/learning_curves.log",
     script:
         "../scripts/learning_curves.py"
+
+
+rule loss_scaling:
+    input:
+        logs=get_pretraining_logs(),
+        encoders=get_pretrained_encoders(),  # the parameters of each encoder: N of the N x D grid
+        shards="results/shards",
+        splits="results/splits",
+    output:
+        table=report(f"{STUDY_DIR}/tables/loss_scaling.tsv", caption="../report/loss_scaling_table.rst",
+                     category="Scaling", labels={"figure": "held-out loss fits"}),
+        points=f"{STUDY_DIR}/tables/loss_points.tsv",
+        png=report(f"{STUDY_DIR}/figures/loss_scaling.png", caption="../report/loss_scaling.rst",
+                   category="Scaling", labels={"figure": "held-out loss against data"}),
+        pdf=f"{STUDY_DIR}/figures/loss_scaling.pdf",
+    params:
+        runs=get_pretraining_log_keys(),
+        repetition_time=config["preprocess"]["target_tr"],
+        bootstrap=config["study"]["bootstrap"],
+        seed=config["study"]["seed"],
+    conda:
+        "../../envs/brainscale.yaml"
+    log:
+        f"logs/{STUDY}/figures/loss_scaling.log",
+    script:
+        "../scripts/loss_scaling.py"

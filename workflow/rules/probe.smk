@@ -7,12 +7,12 @@ rule probe:
         shards="results/shards",
         latents=get_latent_labels,
     output:
-        metrics="results/probes/{probe_source}/metrics.tsv",
-        predictions="results/probes/{probe_source}/predictions.tsv.gz",
+        metrics=f"{STUDY_DIR}/probes/{{probe_source}}/metrics.tsv",
+        predictions=f"{STUDY_DIR}/probes/{{probe_source}}/predictions.tsv.gz",
     params:
         # only what shapes a probe: listing another checkpoint must not rerun the others
         settings={key: config["probe"][key] for key in ("tasks", "split_seeds", "strengths", "layers", "cv_folds",
-                                                        "subject_reid")},
+                                                        "subject_reid", "selection")},
         proportions=config["splits"]["probe_proportions"],
         labels=config["shards"]["labels"],
     wildcard_constraints:
@@ -24,7 +24,7 @@ rule probe:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     log:
-        "logs/probe/{probe_source}.log",
+        f"logs/{STUDY}/probe/{{probe_source}}.log",
     script:
         "../scripts/probe.py"
 
@@ -33,31 +33,36 @@ rule scaling_figure:
     input:
         metrics=probe_metrics(figure_sources()),
         encoders=get_pretrained_encoders(),  # steps, samples seen and passes of each export
+        shards="results/shards",  # hours of data of each subset
+        splits="results/splits",
     output:
-        scaling_png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling",
+        scaling_png=report(f"{STUDY_DIR}/figures/scaling.png", caption="../report/scaling.rst", category="Scaling",
                            labels={"figure": "scaling curves"}),
-        scaling_pdf="results/figures/scaling.pdf",
-        layerwise_png=report("results/figures/layerwise.png", caption="../report/layerwise.rst",
+        scaling_pdf=f"{STUDY_DIR}/figures/scaling.pdf",
+        layerwise_png=report(f"{STUDY_DIR}/figures/layerwise.png", caption="../report/layerwise.rst",
                              category="Scaling", labels={"figure": "layer-wise probes"}),
-        layerwise_pdf="results/figures/layerwise.pdf",
-        objectives_png=report("results/figures/objectives.png", caption="../report/objectives.rst",
+        layerwise_pdf=f"{STUDY_DIR}/figures/layerwise.pdf",
+        objectives_png=report(f"{STUDY_DIR}/figures/objectives.png", caption="../report/objectives.rst",
                               category="Scaling", labels={"figure": "objectives compared"}),
-        objectives_pdf="results/figures/objectives.pdf",
-        metrics="results/tables/probe_metrics.tsv",
-        scaling=report("results/tables/scaling.tsv", caption="../report/scaling_table.rst", category="Scaling",
+        objectives_pdf=f"{STUDY_DIR}/figures/objectives.pdf",
+        metrics=f"{STUDY_DIR}/tables/probe_metrics.tsv",
+        scaling=report(f"{STUDY_DIR}/tables/scaling.tsv", caption="../report/scaling_table.rst", category="Scaling",
                        labels={"figure": "scaling table"}),
-        power_law="results/tables/power_law.tsv",
-        layerwise="results/tables/layerwise.tsv",
-        objectives=report("results/tables/objectives.tsv", caption="../report/objectives_table.rst",
+        probe_scaling=f"{STUDY_DIR}/tables/probe_scaling.tsv",
+        layerwise=f"{STUDY_DIR}/tables/layerwise.tsv",
+        objectives=report(f"{STUDY_DIR}/tables/objectives.tsv", caption="../report/objectives_table.rst",
                           category="Scaling", labels={"figure": "objectives ranked"}),
     params:
         sources=figure_sources(),
         encoder_sources=pretrained_sources(),
         reference_model=RUNS[0],
+        repetition_time=config["preprocess"]["target_tr"],
+        bootstrap=config["study"]["bootstrap"],
+        seed=config["study"]["seed"],
     conda:
         "../../envs/brainscale.yaml"
     log:
-        "logs/figures/scaling_figure.log",
+        f"logs/{STUDY}/figures/scaling_figure.log",
     script:
         "../scripts/scaling_figure.py"
 

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import save_figures
+from . import objective_colour, save_figures
+from .laws import fit_label
 
 __all__ = ["plot_scaling", "plot_layerwise", "plot_objectives"]
 
@@ -46,9 +47,11 @@ def _scaling_panels(subfigure, table, fits, tasks) -> None:
         pretrained = rows[rows["family"] == "pretrained"].sort_values("size")
         sizes = pretrained["size"].to_numpy(dtype=float)
         metric = rows["metric"].iloc[0]
+        colour = objective_colour(*str(pretrained["model"].iloc[0]).partition("-")[::2]) if len(pretrained) \
+            else "tab:blue"
         if len(pretrained):
-            _band(top, sizes, pretrained, "", "tab:blue", "pretrained")
-            _band(bottom, sizes, pretrained, "gain_", "tab:blue", "gain over random init")
+            _band(top, sizes, pretrained, "", colour, str(pretrained["model"].iloc[0]))
+            _band(bottom, sizes, pretrained, "gain_", colour, "gain over random init")
         for family, style in REFERENCE_STYLES.items():
             reference = rows[(rows["family"] == family) & rows["mean"].notna()]
             if len(reference):
@@ -58,11 +61,13 @@ def _scaling_panels(subfigure, table, fits, tasks) -> None:
                 top.axhline(external["mean"], color=f"C{index + 3}", linestyle="-.", label=str(external["name"]))
         bottom.axhline(0, color="0.45", linestyle="--", linewidth=0.8)
         fit = fits[fits["task"] == task] if len(fits) else fits
-        if len(fit) and bool(fit["fits"].iloc[0]) and len(sizes):
-            grid = np.geomspace(sizes.min(), sizes.max(), 50)
-            a, b = fit["a"].iloc[0], fit["exponent"].iloc[0]
-            bottom.plot(grid, a * grid ** b, color="tab:red", linewidth=1,
-                        label=f"power law, exponent {b:.2f}")
+        if len(fit) and len(sizes):
+            fit = fit.iloc[0]
+            if fit["identifiable"]:
+                grid = np.geomspace(sizes.min(), sizes.max(), 50)
+                top.plot(grid, fit["E"] + fit["A"] * grid ** -fit["alpha"], color=colour, linewidth=0.9,
+                         linestyle=":")
+            bottom.set_title(f"fit: {fit_label(fit)}", fontsize=7)
         top.set_title(TASK_TITLES.get(task, task))
         top.set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}" if metric != "top1" else METRIC_NAMES[metric])
         bottom.set_ylabel("gain over random init (pp)")
@@ -73,8 +78,8 @@ def _scaling_panels(subfigure, table, fits, tasks) -> None:
                 axis.set_xticks(sizes, [f"{int(s)}" for s in sizes])
                 axis.minorticks_off()
             axis.grid(alpha=0.3)
-        top.legend(fontsize=7, loc="best")
-        bottom.legend(fontsize=7, loc="best")
+        if column == 0:  # one legend per block: every panel draws the same lines
+            top.legend(fontsize=7, loc="best")
 
 
 def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Path]) -> None:
@@ -82,8 +87,9 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
 
     Phenotype tasks and ``subject_reid`` form one block; the ``latent_*`` tasks (ground-truth
     recovery, synthetic data) a second block below, under its own title.
-    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`, ``fits`` from
-    :func:`~brainscale.probing.scaling.power_law_table`. ``outputs``: files to write (PNG, PDF, ...).
+    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`, ``fits`` (one row per
+    task, the subjects axis) from :func:`~brainscale.probing.scaling.probe_scaling_table`: the fitted
+    E + A * D^-alpha is drawn dotted where it is identifiable. ``outputs``: files to write.
     """
     groups = _task_groups(sorted(table["task"].unique()))
     width = max(len(tasks) for _, tasks in groups)
@@ -92,7 +98,8 @@ def plot_scaling(table: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Pa
     for subfigure, (title, tasks) in zip(subfigures, groups):
         _scaling_panels(subfigure, table, fits, tasks)
         subfigure.suptitle(title, fontsize=10, fontweight="bold")
-    figure.suptitle("Linear probes of frozen features (mean and 95% CI over seeds and splits)", fontsize=10)
+    figure.suptitle("Linear probes of frozen features (mean and 95% bootstrap CI over pretraining seeds and probe "
+                    "splits)", fontsize=10)
     save_figures(figure, [str(o) for o in outputs], dpi=150)
 
 
@@ -132,37 +139,48 @@ def plot_layerwise(table: pd.DataFrame, outputs: list[str | Path]) -> None:
 
 
 def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
-    """Columns: tasks (``subject_reid`` among them, latent tasks in a second block); each panel the
-    gain of every model over its own random init against pretraining size, with 95% CIs.
+    """Columns: tasks (``subject_reid`` among them, latent tasks in a second block); in each panel one
+    row per model, the gain over its own random init at each pretraining size (lighter to darker:
+    small to large) with its 95% CI as a horizontal bar, the colour of the model's objective.
 
-    ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`; ``outputs``: files to write.
+    A dot plot rather than 8 overlapping curves: every interval stays visible and the models are
+    labelled on the axis. ``table`` comes from :func:`brainscale.probing.scaling.scaling_table`.
     """
     pretrained = table[table["family"] == "pretrained"]
     groups = _task_groups(sorted(table["task"].unique()))
     width = max(len(tasks) for _, tasks in groups)
-    figure = plt.figure(figsize=(3.6 * width, 3.6 * len(groups)), layout="constrained")
-    subfigures = np.atleast_1d(figure.subfigures(len(groups), 1))
     models = sorted(pretrained["model"].unique())
-    for subfigure, (title, tasks) in zip(subfigures, groups):
-        axes = subfigure.subplots(1, len(tasks), squeeze=False)[0]
+    sizes = sorted(pretrained["size"].unique())
+    offsets = np.linspace(-0.3, 0.3, len(sizes)) if len(sizes) > 1 else np.zeros(1)
+    shades = np.linspace(0.35, 1.0, len(sizes))
+    height = 0.6 + 0.32 * len(models)
+    figure = plt.figure(figsize=(3.2 * width, height * len(groups) + 0.8), layout="constrained")
+    subfigures = np.atleast_1d(figure.subfigures(len(groups), 1))
+    for block, (subfigure, (title, tasks)) in enumerate(zip(subfigures, groups)):
+        axes = subfigure.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
         for axis, task in zip(axes, tasks):
             rows = pretrained[pretrained["task"] == task]
-            for index, model in enumerate(models):
-                part = rows[rows["model"] == model].sort_values("size")
-                if len(part):
-                    _band(axis, part["size"].to_numpy(dtype=float), part, "gain_", f"C{index}", model)
-            sizes = sorted(rows["size"].unique())
-            axis.axhline(0, color="0.45", linestyle="--", linewidth=0.8)
-            axis.set_xscale("log")
-            if sizes:
-                axis.set_xticks(sizes, [f"{int(size)}" for size in sizes])
-                axis.minorticks_off()
-            axis.set_title(TASK_TITLES.get(task, task))
-            axis.set_xlabel("pretraining subjects")
-            axis.set_ylabel("gain over own random init (pp)")
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=7, loc="best")
+            for position, model in enumerate(models):
+                colour = np.asarray(objective_colour(*model.partition("-")[::2]))
+                for offset, shade, size in zip(offsets, shades, sizes):
+                    row = rows[(rows["model"] == model) & (rows["size"] == size)]
+                    if not len(row) or not np.isfinite(row["gain_mean"].iloc[0]):
+                        continue
+                    row = row.iloc[0]
+                    tint = 1 - shade * (1 - colour)  # lighter for smaller sizes
+                    y = position + offset
+                    axis.plot([row["gain_ci_low"], row["gain_ci_high"]], [y, y], color=tint, linewidth=2)
+                    axis.plot(row["gain_mean"], y, "o", color=tint, markersize=4,
+                              markeredgecolor=colour, markeredgewidth=0.6)
+            axis.axvline(0, color="0.45", linestyle="--", linewidth=0.8)
+            axis.set_yticks(range(len(models)), models, fontsize=8)
+            axis.set_ylim(len(models) - 0.5, -0.5)
+            axis.set_title(TASK_TITLES.get(task, task), fontsize=9)
+            axis.set_xlabel("gain over own random init (pp)", fontsize=8)
+            axis.grid(alpha=0.3, axis="x")
         subfigure.suptitle(title, fontsize=10, fontweight="bold")
-    figure.suptitle("Objectives compared: gain of the frozen features over each model's random init "
-                    "(mean and 95% CI over seeds and splits)", fontsize=10)
+    size_text = ", ".join(str(int(size)) for size in sizes)
+    figure.suptitle(f"Objectives compared: gain of the frozen features over each model's random init at {size_text} "
+                    "pretraining subjects (top to bottom within a row, lighter to darker; mean and 95% bootstrap CI "
+                    "over seeds and splits)", fontsize=9)
     save_figures(figure, [str(o) for o in outputs], dpi=150)

@@ -13,8 +13,12 @@ grid reaches "predict the training mean" whatever the number of rows and dimensi
 
 The strength is chosen by grouped cross-validation over the train and val subjects together
 (folds never split a subject; stratified on the label, or on the rank of a continuous one),
-on the subject-level out-of-fold score (balanced accuracy, R2); ties go to the stronger. The
-model is then refitted on train and val and scored once on the test subjects. The probe set is
+on the subject-level out-of-fold score (balanced accuracy, R2). With ``selection`` one_se (the
+default) it is the strongest whose score is within one standard error (over folds) of the best:
+where the scores are flat, as for features that carry nothing, the argmax of ``best`` is decided
+by rounding (a relative 1e-3 change of the features flipped 2 of 10 choices and moved a
+random-init score by pp), the one-SE choice is not. The model is then refitted on train and val
+and scored once on the test subjects. The probe set is
 split again for every split seed (stratified on the label for classes, on sorted blocks of the
 target for continuous labels, so that no split shifts the target mean), the subjects of one
 split never overlap, and none of them was seen in pretraining (they are the held-out probe set
@@ -27,6 +31,7 @@ demo ``latent_<trait>`` tasks (R2) probe the simulator's latent traits.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -36,7 +41,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.preprocessing import StandardScaler
 
 from ..errors import BrainscaleError
 from ..shards.splits import SplitError, probe_split
@@ -109,7 +113,9 @@ class LinearProbe:
 
     Attributes
     ----------
-    scaler_ : StandardScaler
+    mean_, scale_ : (dim,) arrays
+        The standardisation of the features (as scikit-learn's StandardScaler: population
+        standard deviation, 1 for a constant column).
     components_ : (rank, dim) array
         Orthonormal basis of the standardised training rows.
     gram_top_ : float
@@ -126,8 +132,11 @@ class LinearProbe:
         self.strengths = list(strengths)
 
     def fit(self, features, y):
-        self.scaler_ = StandardScaler().fit(features)
-        standardised = self.scaler_.transform(features)
+        features = np.asarray(features, dtype=float)
+        self.mean_ = features.mean(axis=0)
+        scale = features.std(axis=0)
+        self.scale_ = np.where(scale > 10 * np.finfo(float).eps * np.maximum(np.abs(self.mean_), 1.0), scale, 1.0)
+        standardised = (features - self.mean_) / self.scale_
         self.components_, self.gram_top_ = _row_space(standardised)
         projected = standardised @ self.components_.T  # (rows, rank): orthogonal columns, centred
         y = np.asarray(y)
@@ -137,22 +146,24 @@ class LinearProbe:
             self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
             target = (y - self.y_mean_) / self.y_scale_
             norms, products = (projected ** 2).sum(axis=0), projected.T @ target
-        self.models_ = []
-        for strength in self.strengths:
-            penalty = strength * self.gram_top_
+        self.models_ = [None] * len(self.strengths)
+        # the logistic path, strongest first, each fit starting from the previous solution
+        path = LogisticRegression(solver="newton-cholesky", max_iter=5000, warm_start=True)
+        for index in np.argsort(self.strengths, kind="stable")[::-1]:
+            penalty = self.strengths[index] * self.gram_top_
             if self.kind == CLASSIFICATION:
-                model = LogisticRegression(C=1.0 / penalty, max_iter=5000)
+                path.set_params(C=1.0 / penalty)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(projected, y)
+                    path.fit(projected, y)
+                self.models_[index] = copy.deepcopy(path)
             else:  # ridge in closed form: the columns are orthogonal and centred (no intercept)
-                model = products / (norms + penalty)
-            self.models_.append(model)
+                self.models_[index] = products / (norms + penalty)
         return self
 
     def outputs(self, features) -> list[np.ndarray]:
         """Per strength: decision function (classes) or predicted value (continuous) of every row."""
-        projected = self.scaler_.transform(features) @ self.components_.T
+        projected = ((np.asarray(features, dtype=float) - self.mean_) / self.scale_) @ self.components_.T
         if self.kind == CLASSIFICATION:
             return [model.decision_function(projected) for model in self.models_]
         return [(projected @ weights) * self.y_scale_ + self.y_mean_ for weights in self.models_]
@@ -289,28 +300,59 @@ def _out_of_fold_outputs(features, row_subjects, y_rows, fit_rows, folds, kind, 
     return out_of_fold
 
 
-def _select_strength(out_of_fold, fit_rows, row_subjects, labels, kind, classes, grid):
-    """The strength of ``grid`` (strongest first) whose out-of-fold subject-level score is best.
+def _selection_score(kind, y_true, scores, classes) -> float:
+    """Balanced accuracy (classes present in ``y_true``) or R2 of subject-level outputs; NaN when undefined.
+
+    The selection metrics of :func:`classification_metrics` and :func:`regression_metrics` without
+    their input checks: the strength selection computes thousands of them.
+    """
+    if kind == CLASSIFICATION:
+        predicted = predicted_classes(scores, classes)
+        return float(np.mean([(predicted[y_true == c] == c).mean() for c in np.unique(y_true)]))
+    total = ((y_true - y_true.mean()) ** 2).sum()
+    return float(1 - ((y_true - scores) ** 2).sum() / total) if len(y_true) > 1 and total > 0 else np.nan
+
+
+def _select_strength(out_of_fold, fit_rows, row_subjects, labels, kind, classes, grid, folds, selection="one_se"):
+    """The strength of ``grid`` (strongest first) chosen on the out-of-fold subject-level scores.
+
+    ``best``: the highest pooled score (ties keep the stronger); ``one_se``: the strongest whose
+    pooled score is at least the best minus one standard error of the best's per-fold scores.
 
     Returns
     -------
-    (score, strength, predictions): its score (-inf for NaN) and its out-of-fold predictions; the
-    strongest, with score -inf and predictions None, when no row was scored (too few subjects).
+    (score, strength, predictions): its pooled score (-inf for NaN) and its out-of-fold
+    predictions; the strongest, with score -inf and predictions None, when no row was scored (too
+    few subjects).
     """
     scored = fit_rows & np.isfinite(out_of_fold[0].reshape(len(row_subjects), -1)).all(axis=1)
-    best = (-np.inf, grid[0], None)
-    if scored.any():
-        for strength, values in zip(grid, out_of_fold):
-            metrics, predictions = _evaluate(kind, classes, values[scored], row_subjects[scored], labels)
-            score = metrics[SELECTION_METRIC[kind]]
-            score = -np.inf if np.isnan(score) else score
-            if best[2] is None or score > best[0]:  # strictly better: a tie keeps the stronger
-                best = (score, strength, predictions)
-    return best
+    if not scored.any():
+        return -np.inf, grid[0], None
+    subjects, means = _subject_means(np.stack([values[scored] for values in out_of_fold], axis=1),
+                                     row_subjects[scored])  # (subjects, strengths[, classes])
+    y_true = labels.loc[subjects].to_numpy()
+    fold_members = [np.isin(subjects, held) for held in folds]
+    fold_members = [member for member in fold_members if member.any()]
+    pooled, per_fold = [], []
+    for index in range(len(grid)):
+        pooled.append(_selection_score(kind, y_true, means[:, index], classes))
+        per_fold.append([_selection_score(kind, y_true[member], means[member, index], classes)
+                         for member in fold_members])
+    pooled = np.nan_to_num(np.asarray(pooled), nan=-np.inf)
+    chosen = int(np.argmax(pooled))  # the first maximum: the strongest of a tie
+    if selection == "one_se" and np.isfinite(pooled[chosen]):
+        fold_scores = np.asarray(per_fold[chosen], dtype=float)
+        fold_scores = fold_scores[np.isfinite(fold_scores)]
+        if len(fold_scores) > 1:
+            margin = fold_scores.std(ddof=1) / np.sqrt(len(fold_scores))
+            chosen = int(np.flatnonzero(pooled >= pooled[chosen] - margin)[0])
+    _, predictions = _evaluate(kind, classes, out_of_fold[chosen][scored], row_subjects[scored], labels)
+    return float(pooled[chosen]), grid[chosen], predictions
 
 
 def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series, split: dict, kind: str,
-              grid, *, task: str = "task", n_folds: int = 5, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+              grid, *, task: str = "task", n_folds: int = 5, seed: int = 0, selection: str = "one_se",
+              folds: list | None = None) -> tuple[dict, pd.DataFrame]:
     """Choose the strength by grouped CV over train + val, refit on them, score the test subjects.
 
     Parameters
@@ -327,6 +369,11 @@ def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series,
         Cross-validation folds over the train and val subjects (fewer when there are fewer subjects).
     seed : int, default=0
         Seed of the fold assignment.
+    selection : {"one_se", "best"}, default="one_se"
+        How the out-of-fold scores choose the strength (see the module docstring).
+    folds : list of subject arrays, optional
+        The cross-validation folds, when the caller shares them across features and layers
+        (default: drawn from ``split``, ``n_folds`` and ``seed``).
 
     Returns
     -------
@@ -340,10 +387,11 @@ def probe_one(features: np.ndarray, row_subjects: np.ndarray, labels: pd.Series,
     y_rows = labels.reindex(row_subjects).to_numpy()
     classes = _training_classes(y_rows[fit_rows], kind, task, len(fit_subjects))
     grid = sorted(grid, reverse=True)  # strongest first: ties keep the simpler model
-    out_of_fold = _out_of_fold_outputs(features, row_subjects, y_rows, fit_rows,
-                                       _folds(fit_subjects, labels, kind, n_folds, seed), kind, classes, grid)
+    if folds is None:
+        folds = _folds(fit_subjects, labels, kind, n_folds, seed)
+    out_of_fold = _out_of_fold_outputs(features, row_subjects, y_rows, fit_rows, folds, kind, classes, grid)
     score, strength, cv_predictions = _select_strength(out_of_fold, fit_rows, row_subjects, labels, kind, classes,
-                                                       grid)
+                                                       grid, folds, selection)
     final = LinearProbe(kind=kind, strengths=[strength]).fit(features[fit_rows], y_rows[fit_rows])
     metrics, test_predictions = _evaluate(kind, classes, final.outputs(features[test_rows])[0],
                                           row_subjects[test_rows], labels)
@@ -377,7 +425,7 @@ def _reid_rows(table: FeatureTable, layer_indices, log=None) -> list[dict]:
 
 
 def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, split_seeds, proportions, grid,
-                   layers: str = "all", n_folds: int = 5, subject_reid: bool = True,
+                   layers: str = "all", n_folds: int = 5, subject_reid: bool = True, selection: str = "one_se",
                    log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every task x feature x layer x split seed of one feature table, and ``subject_reid``.
 
@@ -397,6 +445,8 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
         Cross-validation folds of the strength selection.
     subject_reid : bool, default=True
         Add the cross-run re-identification rows (one per feature and layer, ``split_seed`` -1).
+    selection : {"one_se", "best"}, default="one_se"
+        The strength-selection rule (:func:`probe_one`).
 
     Returns
     -------
@@ -409,11 +459,15 @@ def probe_features(table: FeatureTable, labels: pd.DataFrame, tasks: dict, *, sp
         label = _task_label(labels, task, spec, np.unique(table.subjects))
         for seed in split_seeds:
             split = split_probe_subjects(label, spec["kind"], proportions, seed)
+            # one set of folds per task and split: every feature and layer is selected on the same subjects
+            folds = _folds(np.sort(np.concatenate([split["train"], split["val"]])), label.dropna(), spec["kind"],
+                           n_folds, seed)
             for name in table.names:
                 for layer in layer_indices:
                     features = table.matrix(name, layer)
                     metrics, predictions = probe_one(features, table.subjects, label.dropna(), split, spec["kind"],
-                                                     grid, task=task, n_folds=n_folds, seed=seed)
+                                                     grid, task=task, n_folds=n_folds, seed=seed,
+                                                     selection=selection, folds=folds)
                     keys = {"task": task, "kind": spec["kind"], "feature": name, "layer": layer + 1,
                             "n_layers": n_layers, "split_seed": seed}
                     metric_rows.append({**keys, **metrics})
@@ -508,7 +562,8 @@ def run_probe_rule(features_path, shard_folder, settings: dict, labels_config: d
     metrics, predictions = probe_features(table, labels, tasks, split_seeds=settings["split_seeds"],
                                           proportions=proportions, grid=settings["strengths"],
                                           layers=settings["layers"], n_folds=settings["cv_folds"],
-                                          subject_reid=settings["subject_reid"], log=log)
+                                          subject_reid=settings["subject_reid"],
+                                          selection=settings.get("selection", "one_se"), log=log)
     with atomic_file(predictions_output) as temporary:
         predictions.to_csv(temporary, sep="\t", index=False, compression="gzip")
     with atomic_file(metrics_output) as temporary:

@@ -3,13 +3,12 @@
 The score of a task is its selection metric (balanced accuracy for classes, R2 for continuous
 targets) on the test subjects, with the ``cls_avg`` feature of the last layer for encoders (the
 reference's protocol). The spread is over pretraining seeds and probe split seeds; the band is a 95%
-t-interval of the mean. Encoders are told apart by ``model``, the run name ``objective-size``
+bootstrap interval of the mean that resamples the seeds, then each seed's splits (:func:`_summary`). Encoders are told apart by ``model``, the run name ``objective-size``
 (``semantoks-tiny``, ``jepa-tiny``). The gain over random init pairs each pretrained score with the
 score of the same model's random weights on the same split seed (mean over random seeds), in
 percentage points; baselines and external checkpoints are compared with the random init of the
-reference model (the first configured run). A power law ``gain = a * n^b`` is fitted in log-log
-space when the mean gains of at least three sizes are positive; it is reported as fitting when b > 0
-and the log-space R2 is at least 0.5.
+reference model (the first configured run). Each model's score against pretraining data is fitted
+as E + A * D^-alpha with bootstrap CIs over seeds (:func:`probe_scaling_table`).
 
 ``subject_reid`` (top-1 cross-run re-identification) is scored once on the whole probe pool
 (``split_seed`` -1), so its spread is over pretraining (and random-init) seeds only. The
@@ -27,10 +26,12 @@ from scipy import stats
 
 from .probes import SELECTION_METRIC
 
-__all__ = ["collect_metrics", "final_scores", "scaling_table", "fit_power_law", "power_law_table", "layer_table",
-           "objectives_table", "describe_source", "training_budget", "write_scaling_outputs", "TRAINING_COLUMNS"]
+__all__ = ["collect_metrics", "final_scores", "scaling_table", "probe_scaling_table", "layer_table",
+           "objectives_table", "describe_source", "training_budget", "pretraining_hours", "write_scaling_outputs",
+           "TRAINING_COLUMNS"]
 
 ENCODER_FEATURE = "cls_avg"
+BOOTSTRAP = 2000  # resamples of every CI of the tables
 TRAINING_COLUMNS = {"steps": "trained_steps", "samples_seen": "samples_seen", "passes": "passes"}
 
 
@@ -61,19 +62,45 @@ def _with_scores(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _summary(values) -> dict:
+def _summary(values, seeds=None, *, n_boot: int = BOOTSTRAP, rng=None) -> dict:
+    """Mean of ``values`` with a 95% bootstrap CI over pretraining seeds and, within each, probe splits.
+
+    ``seeds`` labels each value with its pretraining (or random-init) seed; each resample draws the
+    seeds with replacement, then each drawn seed's values (its split seeds) with replacement, so the
+    CI widens with the spread between seeds as well as between splits. Values without a seed (or
+    NaN seeds) form one group: the CI is then over splits only. Also returns ``n`` (values),
+    ``n_seeds`` and ``seed_min``/``seed_max``, the lowest and highest mean of one seed.
+    """
     values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    mean = values.mean() if len(values) else np.nan
-    if len(values) > 1:
-        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    else:
-        half = np.nan
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": len(values)}
+    seeds = np.zeros(len(values)) if seeds is None else np.nan_to_num(np.asarray(seeds, dtype=float), nan=-1.0)
+    finite = np.isfinite(values)
+    values, seeds = values[finite], seeds[finite]
+    result = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": len(values), "n_seeds": 0,
+              "seed_min": np.nan, "seed_max": np.nan}
+    if not len(values):
+        return result
+    groups = [values[seeds == seed] for seed in np.unique(seeds)]
+    seed_means = [group.mean() for group in groups]
+    result.update(mean=values.mean(), n_seeds=len(groups), seed_min=min(seed_means), seed_max=max(seed_means))
+    if len(values) < 2:
+        return result
+    rng = np.random.default_rng(0) if rng is None else rng
+    longest = max(len(group) for group in groups)
+    padded = np.full((len(groups), longest), np.nan)
+    for index, group in enumerate(groups):
+        padded[index, :len(group)] = group
+    counts = np.array([len(group) for group in groups])
+    drawn_seeds = rng.integers(0, len(groups), (n_boot, len(groups)))
+    drawn_splits = (rng.random((n_boot, len(groups), longest)) * counts[drawn_seeds][..., None]).astype(int)
+    valid = np.arange(longest)[None, None, :] < counts[drawn_seeds][..., None]  # each seed's own count
+    resampled = np.where(valid, padded[drawn_seeds[..., None], drawn_splits], np.nan)
+    means = np.nanmean(resampled.reshape(n_boot, -1), axis=1)
+    result.update(ci_low=float(np.percentile(means, 2.5)), ci_high=float(np.percentile(means, 97.5)))
+    return result
 
 
 def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None, *,
-                  reference_model: str | None = None) -> pd.DataFrame:
+                  reference_model: str | None = None, n_boot: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """Per task and family (model and size for pretrained models): mean score with its 95% CI, and the gain.
 
     ``metrics`` holds the columns of :func:`collect_metrics` with ``family`` (pretrained, random,
@@ -82,7 +109,13 @@ def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None, *
     per pretrained source with ``model``, ``size`` and the :data:`TRAINING_COLUMNS`; their means
     over seeds become columns of the pretrained rows (NaN elsewhere). ``reference_model``: whose
     random init the baselines' gains are measured against (default: the first model in sort order).
+    ``n_boot`` and ``seed``: the bootstrap of every CI (:func:`_summary`).
+
+    ``gain_holds_across_seeds`` is true where the gain's CI excludes 0 and every pretraining seed's
+    mean gain has the sign of the mean: a finding that survives a rerun with another seed (never
+    with a single seed).
     """
+    rng = np.random.default_rng(seed)
     scores = final_scores(metrics)
     scores = scores.assign(model=scores["model"].fillna("").astype(str))
     random_rows = scores[scores["family"] == "random"]
@@ -99,18 +132,21 @@ def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None, *
                    "model": model, "objective": part["objective"].iloc[0] if model else "",
                    "size": key[1] if family == "pretrained" else np.nan,
                    "name": key[0] if family == "external" else "random init" if family == "random" else family}
-            row.update(_summary(part["score"]))
+            row.update(_summary(part["score"], part["seed"], n_boot=n_boot, rng=rng))
             against = model if family == "pretrained" else reference_model
             if family != "random" and against is not None and against in models:
                 reference = random.reindex([(against, t, s) for t, s in zip(part["task"], part["split_seed"])]
                                            ).to_numpy()
-                gain = _summary(100 * (part["score"].to_numpy() - reference))
-                row.update({f"gain_{k}": v for k, v in gain.items() if k != "n"})
+                gain = _summary(100 * (part["score"].to_numpy() - reference), part["seed"], n_boot=n_boot, rng=rng)
+                row.update({f"gain_{k}": v for k, v in gain.items() if k not in ("n", "n_seeds")})
             rows.append(row)
     table = pd.DataFrame(rows)
-    for column in ("gain_mean", "gain_ci_low", "gain_ci_high"):
+    for column in ("gain_mean", "gain_ci_low", "gain_ci_high", "gain_seed_min", "gain_seed_max"):
         if column not in table:
             table[column] = np.nan
+    above = (table["gain_ci_low"] > 0) & (table["gain_seed_min"] > 0)
+    below = (table["gain_ci_high"] < 0) & (table["gain_seed_max"] < 0)
+    table["gain_holds_across_seeds"] = (table["n_seeds"] >= 2) & (above | below)
     for column in TRAINING_COLUMNS:
         table[column] = np.nan
     if training is not None and len(training):
@@ -122,33 +158,31 @@ def scaling_table(metrics: pd.DataFrame, training: pd.DataFrame | None = None, *
     return table.sort_values(["task", "family", "model", "size", "name"], ignore_index=True)
 
 
-def fit_power_law(sizes, gains) -> dict:
-    """Least-squares fit of log(gain) = log(a) + b log(n) on the positive gains."""
-    sizes, gains = np.asarray(sizes, dtype=float), np.asarray(gains, dtype=float)
-    usable = np.isfinite(gains) & (gains > 0)
-    result = {"a": np.nan, "exponent": np.nan, "r2_log": np.nan, "n_points": int(usable.sum()), "fits": False}
-    if usable.sum() < 3:
-        result["reason"] = "fewer than 3 sizes with a positive mean gain"
-        return result
-    x, y = np.log(sizes[usable]), np.log(gains[usable])
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (intercept + slope * x)
-    total = ((y - y.mean()) ** 2).sum()
-    r2 = 1 - (residual ** 2).sum() / total if total > 0 else np.nan
-    fits = bool(slope > 0 and np.isfinite(r2) and r2 >= 0.5)
-    result.update(a=float(np.exp(intercept)), exponent=float(slope), r2_log=float(r2), fits=fits,
-                  reason="" if fits else "exponent not positive or log-space R2 below 0.5")
-    return result
+def probe_scaling_table(metrics: pd.DataFrame, hours: pd.Series | None = None, *, n_boot: int = 1000,
+                        seed: int = 0) -> pd.DataFrame:
+    """Per task and model: the probe score against pretraining data fitted as E + A * D^-alpha.
 
+    Each (size, pretraining seed) is one point, its score the mean over probe splits; the fit and
+    its bootstrap CIs over seeds are :func:`brainscale.scaling_laws.scaling_law_table` (a score
+    improves when it rises: A < 0, E the score with unlimited data). ``hours`` (index (size,
+    seed)) adds the fits against hours of data.
+    """
+    from ..scaling_laws import FIT_COLUMNS, scaling_law_table
 
-def power_law_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One power-law fit of the mean gain against size per task and model (see :func:`fit_power_law`)."""
-    rows = []
-    for (task, model), part in table[table["family"] == "pretrained"].groupby(["task", "model"]):
-        rows.append({"task": task, "model": model, "metric": part["metric"].iloc[0],
-                     **fit_power_law(part["size"], part["gain_mean"])})
-    return pd.DataFrame(rows, columns=["task", "model", "metric", "a", "exponent", "r2_log", "n_points", "fits",
-                                       "reason"])
+    scores = final_scores(metrics)
+    pretrained = scores[scores["family"] == "pretrained"]
+    columns = ["task", "model", "measure", "axis", *FIT_COLUMNS]
+    if not len(pretrained):
+        return pd.DataFrame(columns=columns)
+    points = pretrained.groupby(["task", "metric", "model", "size", "seed"], as_index=False)["score"].mean()
+    points = points.rename(columns={"score": "value"}).astype({"size": int, "seed": int})
+    axes = {"size": "subjects"}
+    if hours is not None:
+        points["hours"] = hours.reindex(list(zip(points["size"], points["seed"]))).to_numpy()
+        axes["hours"] = "hours"
+    tables = [scaling_law_table(part, measure=metric, direction=1, axes=axes, group=["task", "model"],
+                                n_boot=n_boot, seed=seed) for metric, part in points.groupby("metric")]
+    return pd.concat(tables, ignore_index=True).sort_values(["task", "model", "axis"], ignore_index=True)[columns]
 
 
 def objectives_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -173,15 +207,17 @@ def objectives_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)[columns]
 
 
-def layer_table(metrics: pd.DataFrame) -> pd.DataFrame:
+def layer_table(metrics: pd.DataFrame, *, n_boot: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """Per task, layer and encoder (model and pretrained size, or random init): mean score of ``cls_avg`` with CI."""
+    rng = np.random.default_rng(seed)
     encoders = _with_scores(metrics[metrics["family"].isin(["pretrained", "random"]) &
                                     (metrics["feature"] == ENCODER_FEATURE)])
     rows = []
     for (task, family, model, size, layer), part in encoders.groupby(
             ["task", "family", "model", encoders["size"].fillna(-1), "layer"]):
         rows.append({"task": task, "metric": part["metric"].iloc[0], "family": family, "model": model,
-                     "size": size if size >= 0 else np.nan, "layer": layer, **_summary(part["score"])})
+                     "size": size if size >= 0 else np.nan, "layer": layer,
+                     **_summary(part["score"], part["seed"], n_boot=n_boot, rng=rng)})
     table = pd.DataFrame(rows)
     scored = table.dropna(subset=["mean"])
     best = scored.groupby(["task", "family", "model", scored["size"].fillna(-1)])["mean"].idxmax()
@@ -211,6 +247,16 @@ def describe_source(source: str) -> dict:
 def _objective_of(model: str) -> str:
     """The objective of a run name (``jepa-tiny`` -> ``jepa``); a bare size predates objectives: Brain-Semantoks."""
     return model.partition("-")[0] if "-" in model else "semantoks"
+
+
+def pretraining_hours(sources, shard_folder, splits_dir, repetition_time: float) -> pd.Series:
+    """Hours of data of the pretraining subset of each pretrained source (index (size, seed))."""
+    from ..scaling_laws import subset_hours
+    from ..shards.reader import shard_paths, subject_hours
+
+    keys = [(described["size"], described["seed"]) for described in map(describe_source, sources)
+            if described["family"] == "pretrained"]
+    return subset_hours(splits_dir, subject_hours(shard_paths(shard_folder), repetition_time), keys)
 
 
 def training_budget(encoder_files, sources) -> pd.DataFrame:
@@ -250,15 +296,18 @@ def training_budget(encoder_files, sources) -> pd.DataFrame:
 
 
 def write_scaling_outputs(metric_files, sources, outputs: dict, *, encoder_files=(), encoder_sources=(),
-                          reference_model: str | None = None, log=None) -> None:
+                          reference_model: str | None = None, hours: pd.Series | None = None, n_boot: int = BOOTSTRAP,
+                          seed: int = 0, log=None) -> None:
     """Tables and figures of rule ``scaling_figure`` from the probe metrics of ``sources``.
 
     ``outputs`` maps scaling_png, scaling_pdf, layerwise_png, layerwise_pdf, objectives_png,
-    objectives_pdf, metrics, scaling, power_law, layerwise and objectives to paths.
+    objectives_pdf, metrics, scaling, probe_scaling, layerwise and objectives to paths.
     ``encoder_files`` are the ``encoder.pt`` exports of the pretrained ``encoder_sources``:
     their steps, samples seen and passes become columns of the scaling table
     (:func:`training_budget`). The scaling and layer-wise figures show ``reference_model`` (the
     first configured run; default: the first in sort order), the objectives figure every model.
+    ``hours``: hours of data of each pretraining subset (index (size, seed)), a second axis of the
+    probe fits. ``n_boot`` and ``seed``: the bootstraps of the CIs.
     """
     from ..io import atomic_file
     from ..plotting.scaling import plot_layerwise, plot_objectives, plot_scaling
@@ -266,16 +315,16 @@ def write_scaling_outputs(metric_files, sources, outputs: dict, *, encoder_files
     metrics = collect_metrics([{"path": path, **describe_source(source)} for path, source in
                                zip(metric_files, sources)])
     training = training_budget(list(encoder_files), list(encoder_sources)) if len(encoder_files) else None
-    table = scaling_table(metrics, training, reference_model=reference_model)
-    fits = power_law_table(table)
-    layers = layer_table(metrics)
+    table = scaling_table(metrics, training, reference_model=reference_model, n_boot=n_boot, seed=seed)
+    fits = probe_scaling_table(metrics, hours, n_boot=n_boot, seed=seed)
+    layers = layer_table(metrics, n_boot=n_boot, seed=seed)
     ranking = objectives_table(table)
-    for key, frame in (("metrics", metrics), ("scaling", table), ("power_law", fits), ("layerwise", layers),
+    for key, frame in (("metrics", metrics), ("scaling", table), ("probe_scaling", fits), ("layerwise", layers),
                        ("objectives", ranking)):
         with atomic_file(outputs[key]) as temporary:
             frame.to_csv(temporary, sep="\t", index=False, float_format="%.6g")
     shown = reference_model or next(iter(sorted(set(table["model"]) - {""})), "")
-    plot_scaling(_one_model(table, shown), fits[fits["model"] == shown],
+    plot_scaling(_one_model(table, shown), fits[(fits["model"] == shown) & (fits["axis"] == "subjects")],
                  [outputs["scaling_png"], outputs["scaling_pdf"]])
     plot_layerwise(layers[layers["model"] == shown], [outputs["layerwise_png"], outputs["layerwise_pdf"]])
     plot_objectives(table, [outputs["objectives_png"], outputs["objectives_pdf"]])

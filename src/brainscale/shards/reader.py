@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from ..errors import BrainscaleError
 from .writer import GROUPS, MANIFEST, sha256_of
 
-__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "ShardDataset", "VIEW_MODES",
+__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "subject_hours", "ShardDataset", "VIEW_MODES",
            "distant_starts"]
 
 #: How the views of one training item are drawn.
@@ -86,6 +86,21 @@ def subjects_from_shards(paths: list[Path], labels: list[str] | None = None) -> 
             frames.append(pd.DataFrame({name: shard[name][:] for name in names}, index=pd.Index(ids, name="subject")))
     table = pd.concat(frames)
     return table[~table.index.duplicated(keep="first")].sort_index()
+
+
+def subject_hours(paths: list[Path], repetition_time: float) -> pd.Series:
+    """Hours of usable time series per subject (index: id as str): the sum of its runs' ``ts_len`` x TR.
+
+    ``repetition_time`` is the shards' TR in seconds (``preprocess.target_tr``).
+    """
+    totals: dict[str, float] = {}
+    for path in paths:
+        with h5py.File(path, "r") as shard:
+            ids = [value.decode() for value in shard["long_subject_id"][:]]
+            lengths = shard["ts_len"][:]
+        for subject, length in zip(ids, lengths):
+            totals[subject] = totals.get(subject, 0.0) + float(length) * repetition_time / 3600.0
+    return pd.Series(totals, name="hours").rename_axis("subject").sort_index()
 
 
 def pad_crop(crop: np.ndarray, length: int) -> np.ndarray:
