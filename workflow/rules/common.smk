@@ -120,6 +120,13 @@ def get_run_spec(wildcards):
     return RUN_SPECS[wildcards.model]
 
 
+def get_pretrain_run_spec(wildcards):
+    """The run specification of one pretraining job: its initialisation seed is pretrain.seed plus the subset's
+    seed, so that each pretraining seed is another subset and another initialisation (seed 0 keeps pretrain.seed)."""
+    spec = get_run_spec(wildcards)
+    return {**spec, "training": {**spec["training"], "seed": config["pretrain"]["seed"] + int(wildcards.seed)}}
+
+
 def largest_subset():
     """The largest pretraining subset of the first split seed: the data of a random-init baseline whose
     objective reads its data (Brain-JEPA's gradient positions)."""
@@ -169,8 +176,13 @@ def found_pretrained_sources():
     return sorted({f"pretrain/{m}/n-{n}_seed-{s}" for m, n, s in zip(found.model, found.size, found.seed)})
 
 
+def initialisation_seeds():
+    """The initialisation seed of every pretraining seed (get_pretrain_run_spec): the random-init baselines."""
+    return [config["pretrain"]["seed"] + int(seed) for seed in config["splits"]["pretrain_seeds"]]
+
+
 def baseline_sources():
-    seeds = config["probe"]["random_init_seeds"] or [config["pretrain"]["seed"]]
+    seeds = config["probe"]["random_init_seeds"] or initialisation_seeds()
     sources = expand("random/{model}_seed-{seed}", model=RUNS, seed=seeds)
     if config["probe"]["connectivity"]:
         sources.append("baseline/connectivity")

@@ -19,7 +19,7 @@ rule pretrain:
                       caption="../report/pretrain_loss.rst", category="Pretraining",
                       labels={"model": "{model}", "subjects": "{size}", "seed": "{seed}"}),
     params:
-        run=get_run_spec,
+        run=get_pretrain_run_spec,
         subjects=lambda wildcards: f"results/splits/pretrain_n-{wildcards.size}_seed-{wildcards.seed}.npy",
         processes=1 if config["pretrain"]["device"] == "cpu" else config["pretrain"]["gpus_per_job"],
     threads: config["pretrain"]["threads"]
