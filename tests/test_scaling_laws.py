@@ -111,3 +111,12 @@ def test_one_standard_error_choice_keeps_the_strongest_where_scores_are_flat():
             chosen[selection].append(metrics["strength"])
     assert all(one_se >= best for one_se, best in zip(chosen["one_se"], chosen["best"])), chosen
     assert chosen["one_se"].count(100.0) >= 4 > chosen["best"].count(100.0), chosen
+
+
+def test_a_point_fit_the_seeds_do_not_support_is_not_reported_as_measured():
+    points = pd.DataFrame([{"size": size, "seed": seed} for size in SIZES for seed in range(2)])
+    # one seed falls with data, the other rises almost as much: the mean falls, the seeds disagree
+    slope = np.where(points["seed"] == 0, 0.5, -0.45)
+    fit = bootstrap_fit(points.assign(value=1.0 + slope * points["size"] ** -0.5), n_boot=300)
+    assert fit["improves"] and fit["alpha_ci_low"] == 0
+    assert not fit["identifiable"] and fit["reason"].startswith("alpha's CI includes 0"), fit

@@ -46,7 +46,7 @@ pin() { if command -v taskset > /dev/null; then taskset -c "$@"; else shift; "$@
 pack() {
     if [ -d "$STUDY/results" ]; then
         tar -czf "$OUT/gpu-study.tar.gz" -C "$STUDY" \
-            $(cd "$STUDY" && ls -d results/tables results/figures results/qc/runs.tsv logs .snakemake/log 2>/dev/null) \
+            $(cd "$STUDY" && ls -d results/gpu-study results/qc/runs.tsv logs .snakemake/log 2>/dev/null) \
             $(cd "$STUDY" && find results/pretrain -name log.csv -o -name loss.png 2>/dev/null) 2>/dev/null
     fi
     echo "packed at ${SECONDS}s: $(ls "$OUT" | tr '\n' ' ')"

@@ -117,7 +117,8 @@ def bootstrap_fit(points: pd.DataFrame, *, x: str = "size", y: str = "value", di
     fit = fit_saturating_power_law(points[x], points[y], direction=direction)
     seeds_per_size = points.groupby("size")["seed"].nunique()
     n_seeds = int(seeds_per_size.min()) if len(seeds_per_size) else 0
-    result = {**fit, "n_seeds": n_seeds, "n_boot": 0, "E_ci_low": np.nan, "E_ci_high": np.nan,
+    # sizes, not distinct x values: on the hours axis every seed's subset has hours of its own
+    result = {**fit, "n_sizes": len(seeds_per_size), "n_seeds": n_seeds, "n_boot": 0, "E_ci_low": np.nan, "E_ci_high": np.nan,
               "alpha_ci_low": np.nan, "alpha_ci_high": np.nan}
     if fit["n_sizes"] < MIN_SIZES or "flat" in fit["reason"]:
         return result
@@ -139,6 +140,13 @@ def bootstrap_fit(points: pd.DataFrame, *, x: str = "size", y: str = "value", di
                   alpha_ci_high=float(np.nanpercentile(alphas, 97.5)),
                   E_ci_low=float(np.nanpercentile(intercepts, 2.5)),
                   E_ci_high=float(np.nanpercentile(intercepts, 97.5)))
+    if result["identifiable"]:  # a point fit the seeds do not support is not a measured exponent
+        if result["alpha_ci_low"] <= 0:
+            result.update(identifiable=False, reason="alpha's CI includes 0: in more than 2.5% of the resamples of "
+                                                     "the seeds the curve does not improve with data")
+        elif result["alpha_ci_low"] <= ALPHA_RANGE[0] * 1.001 or result["alpha_ci_high"] >= ALPHA_RANGE[1] * 0.999:
+            result.update(identifiable=False, reason=f"alpha's CI reaches the edge of [{ALPHA_RANGE[0]}, "
+                                                     f"{ALPHA_RANGE[1]}]: the seeds do not pin it down")
     return result
 
 

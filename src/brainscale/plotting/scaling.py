@@ -153,8 +153,8 @@ def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     sizes = sorted(pretrained["size"].unique())
     offsets = np.linspace(-0.3, 0.3, len(sizes)) if len(sizes) > 1 else np.zeros(1)
     shades = np.linspace(0.35, 1.0, len(sizes))
-    height = 0.6 + 0.32 * len(models)
-    figure = plt.figure(figsize=(3.2 * width, height * len(groups) + 0.8), layout="constrained")
+    height = 1.3 + 0.55 * len(models)  # per block: each run a row of len(sizes) bars
+    figure = plt.figure(figsize=(3.2 * width, height * len(groups) + 1.4), layout="constrained")
     subfigures = np.atleast_1d(figure.subfigures(len(groups), 1))
     for block, (subfigure, (title, tasks)) in enumerate(zip(subfigures, groups)):
         axes = subfigure.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
@@ -179,8 +179,11 @@ def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
             axis.set_xlabel("gain over own random init (pp)", fontsize=8)
             axis.grid(alpha=0.3, axis="x")
         subfigure.suptitle(title, fontsize=10, fontweight="bold")
-    size_text = ", ".join(str(int(size)) for size in sizes)
-    figure.suptitle(f"Objectives compared: gain of the frozen features over each model's random init at {size_text} "
-                    "pretraining subjects (top to bottom within a row, lighter to darker; mean and 95% bootstrap CI "
-                    "over seeds and splits)", fontsize=9)
+    grey = np.asarray([0.3, 0.3, 0.3])
+    handles = [plt.Line2D([], [], color=1 - shade * (1 - grey), marker="o", linewidth=2, markeredgecolor=grey)
+               for shade in shades]
+    figure.legend(handles, [f"{int(size)} subjects" for size in sizes], loc="outside lower center",
+                  ncol=len(sizes), fontsize=8, title="pretraining set (top to bottom in each row)", title_fontsize=8)
+    figure.suptitle("Objectives compared: gain of the frozen features over each run's own random init\n"
+                    "(mean and 95% bootstrap CI over pretraining seeds and probe splits)", fontsize=9)
     save_figures(figure, [str(o) for o in outputs], dpi=150)

@@ -69,7 +69,8 @@ def _summary(values, seeds=None, *, n_boot: int = BOOTSTRAP, rng=None) -> dict:
     seeds with replacement, then each drawn seed's values (its split seeds) with replacement, so the
     CI widens with the spread between seeds as well as between splits. Values without a seed (or
     NaN seeds) form one group: the CI is then over splits only. Also returns ``n`` (values),
-    ``n_seeds`` and ``seed_min``/``seed_max``, the lowest and highest mean of one seed.
+    ``n_seeds`` and ``seed_min``/``seed_max``, the lowest and highest mean of one seed. Fewer
+    than 3 values get no CI.
     """
     values = np.asarray(values, dtype=float)
     seeds = np.zeros(len(values)) if seeds is None else np.nan_to_num(np.asarray(seeds, dtype=float), nan=-1.0)
@@ -82,7 +83,7 @@ def _summary(values, seeds=None, *, n_boot: int = BOOTSTRAP, rng=None) -> dict:
     groups = [values[seeds == seed] for seed in np.unique(seeds)]
     seed_means = [group.mean() for group in groups]
     result.update(mean=values.mean(), n_seeds=len(groups), seed_min=min(seed_means), seed_max=max(seed_means))
-    if len(values) < 2:
+    if len(values) < 3:  # two values (e.g. one subject_reid per seed of two): their range, not an interval
         return result
     rng = np.random.default_rng(0) if rng is None else rng
     longest = max(len(group) for group in groups)
