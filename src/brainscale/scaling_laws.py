@@ -118,8 +118,8 @@ def bootstrap_fit(points: pd.DataFrame, *, x: str = "size", y: str = "value", di
     seeds_per_size = points.groupby("size")["seed"].nunique()
     n_seeds = int(seeds_per_size.min()) if len(seeds_per_size) else 0
     # sizes, not distinct x values: on the hours axis every seed's subset has hours of its own
-    result = {**fit, "n_sizes": len(seeds_per_size), "n_seeds": n_seeds, "n_boot": 0, "E_ci_low": np.nan, "E_ci_high": np.nan,
-              "alpha_ci_low": np.nan, "alpha_ci_high": np.nan}
+    result = {**fit, "n_sizes": len(seeds_per_size), "n_seeds": n_seeds, "n_boot": 0, "E_ci_low": np.nan,
+              "E_ci_high": np.nan, "alpha_ci_low": np.nan, "alpha_ci_high": np.nan}
     if fit["n_sizes"] < MIN_SIZES or "flat" in fit["reason"]:
         return result
     if seeds_per_size.max() < 2:

@@ -3,7 +3,8 @@
 The score of a task is its selection metric (balanced accuracy for classes, R2 for continuous
 targets) on the test subjects, with the ``cls_avg`` feature of the last layer for encoders (the
 reference's protocol). The spread is over pretraining seeds and probe split seeds; the band is a 95%
-bootstrap interval of the mean that resamples the seeds, then each seed's splits (:func:`_summary`). Encoders are told apart by ``model``, the run name ``objective-size``
+bootstrap interval of the mean that resamples the seeds, then each seed's splits (:func:`_summary`).
+Encoders are told apart by ``model``, the run name ``objective-size``
 (``semantoks-tiny``, ``jepa-tiny``). The gain over random init pairs each pretrained score with the
 score of the same model's random weights on the same split seed (mean over random seeds), in
 percentage points; baselines and external checkpoints are compared with the random init of the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .probes import SELECTION_METRIC
 

@@ -33,8 +33,8 @@ from torch.utils.data import Dataset
 from ..errors import BrainscaleError
 from .writer import GROUPS, MANIFEST, sha256_of
 
-__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "subject_hours", "ShardDataset", "VIEW_MODES",
-           "distant_starts"]
+__all__ = ["ShardCorrupted", "verify_shards", "shard_paths", "subjects_from_shards", "subject_hours", "ShardDataset",
+           "VIEW_MODES", "distant_starts"]
 
 #: How the views of one training item are drawn.
 VIEW_MODES = {
