@@ -20,7 +20,7 @@ def test_demo_config_is_valid_and_defaults_are_filled():
     assert simulate["n_subjects"] == 230
     assert config["splits"]["pretrain_sizes"] == [8, 20, 50, 128] and config["splits"]["pretrain_seeds"] == [0, 1]
     assert config["pretrain"]["objectives"] == ["semantoks-tiny", "netbert-tiny"]
-    assert config["study"] == {"name": "demo", "bootstrap": 1000, "seed": 0}  # bootstrap and seed: defaults
+    assert config["study"] == {"name": "demo", "pretrain_seeds": None, "bootstrap": 1000, "seed": 0}  # defaults
     assert config["probe"]["split_seeds"] == list(range(10))  # a default, not in the file
     assert simulate["bold_dtype"] == "int16"  # a default, not in the file
     assert [site["repetition_time"] for site in simulate["sites"]] == [2.0, 0.8, 1.5]
@@ -32,6 +32,8 @@ def test_a_study_named_like_a_shared_folder_is_refused():
         validate_config({"study": {"name": "pretrain"}})
     with pytest.raises(ConfigError, match="study"):
         validate_config({"study": {"name": "../elsewhere"}})
+    with pytest.raises(ConfigError, match=r"study.pretrain_seeds.*\[2\] are not among splits.pretrain_seeds"):
+        validate_config({"study": {"pretrain_seeds": [0, 2]}, "splits": {"pretrain_seeds": [0, 1]}})
 
 
 def test_empty_config_gets_every_default():

@@ -120,3 +120,18 @@ def test_a_point_fit_the_seeds_do_not_support_is_not_reported_as_measured():
     fit = bootstrap_fit(points.assign(value=1.0 + slope * points["size"] ** -0.5), n_boot=300)
     assert fit["improves"] and fit["alpha_ci_low"] == 0
     assert not fit["identifiable"] and fit["reason"].startswith("alpha's CI includes 0"), fit
+
+
+def test_logs_without_a_held_out_loss_give_a_reason_not_a_crash(tmp_path):
+    from brainscale.scaling_laws import final_losses
+
+    keys = [("semantoks-tiny", size, 0) for size in (8, 20, 50)]
+    paths = []
+    for _, size, _ in keys:
+        path = tmp_path / f"{size}.csv"
+        pd.DataFrame({"step": [0, 1], "samples_seen": [8, 16], "loss": [1.0, 0.9]}).to_csv(path, index=False)
+        paths.append(path)
+    points = final_losses(paths, keys)
+    assert points["val_loss"].isna().all() and list(points["size"]) == [8, 20, 50]
+    fit = bootstrap_fit(points.assign(value=points["val_loss"]))
+    assert not fit["identifiable"] and fit["reason"].startswith("no finite value")

@@ -97,6 +97,13 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     again = snakemake("--cores", "2", "--configfile", str(MINIMAL), "-n", cwd=tmp_path)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A second study beside the first: one of its runs, its own folder; it reuses the shared stages (no
+    # splits, training or embedding again) and leaves the first study's tables alone.
+    other = tmp_path / "other.yaml"
+    other.write_text("study: {name: other, pretrain_seeds: [0]}\npretrain: {objectives: [semantoks-tiny]}\n")
+    jobs = dry_run_jobs(tmp_path, "all", other)
+    assert not {"make_splits", "pretrain", "embed", "random_init"} & set(jobs), jobs
+    assert {"probe", "scaling_figure", "loss_scaling", "learning_curves"} <= set(jobs), jobs
     # A new checkpoint in place of a trained one, and one dropped in from elsewhere: probe_all embeds
     # and probes those two and redraws the figure; nothing is retrained or preprocessed again.
     from brainscale.config import validate_config

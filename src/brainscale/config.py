@@ -122,7 +122,7 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
                 f"min <= max, received {site['n_volumes']}. Swap the two numbers."
             )
     _check_individuality(config["simulate"]["individuality"])
-    _check_study(config["study"])
+    _check_study(config["study"], config["splits"]["pretrain_seeds"])
     _check_preprocess(config)
     _check_labels(config)
     _check_probe(config)
@@ -137,11 +137,16 @@ def check_config(config: dict, *, workflow: bool = True) -> None:
 SHARED_RESULTS = ("preprocess", "qc", "shards", "splits", "pretrain", "baselines", "embeddings")
 
 
-def _check_study(settings: dict) -> None:
+def _check_study(settings: dict, split_seeds: list[int]) -> None:
     if settings["name"] in SHARED_RESULTS:
         raise ConfigError(f"config key 'study.name': '{settings['name']}' is a folder of results/ that every study "
                           f"shares ({', '.join(SHARED_RESULTS)}). Name the study otherwise, e.g. "
                           f"'{settings['name']}-study'.")
+    unknown = sorted(set(settings["pretrain_seeds"] or ()) - set(split_seeds))
+    if unknown:
+        raise ConfigError(f"config key 'study.pretrain_seeds': {unknown} are not among splits.pretrain_seeds "
+                          f"{split_seeds}, so no subset exists for them. Add them to splits.pretrain_seeds (every "
+                          "study then shares those subsets), or drop them.")
 
 
 def _check_individuality(settings: dict) -> None:

@@ -11,8 +11,9 @@ resamples the fitted curve improves with data.
 The fit is exact least squares: for a fixed alpha the model is linear in (E, A), so alpha is
 found by a grid search over :data:`ALPHA_RANGE`, refined in the best bracket; it needs no starting
 point and cannot diverge. A best alpha on the edge of the range is not identifiable
-from these sizes (the curve is still straight in log D, or bends too sharply to measure); the
-fit is then reported with that reason and no estimate.
+from these sizes (the curve is still straight in log D, or bends too sharply to measure): the
+estimate at the edge is kept, marked not identifiable, with that reason. So is a point fit
+whose bootstrap CI of alpha includes 0 or reaches an edge of the range.
 
 The bootstrap resamples, at each size, the seeds with replacement (each seed is its own subset
 and initialisation), and refits; the CIs are the 2.5 and 97.5 percentiles of the refits.

@@ -24,6 +24,8 @@ PREPROCESS_DIR = Path("results/preprocess")
 # them (preprocessing, shards, splits, checkpoints, embeddings) are shared by every study.
 STUDY = config["study"]["name"]
 STUDY_DIR = f"results/{STUDY}"
+# the pretraining seeds this study trains and reports (the splits hold subsets of every splits.pretrain_seeds)
+STUDY_SEEDS = config["study"]["pretrain_seeds"] or config["splits"]["pretrain_seeds"]
 _RUNS_CACHE = {}
 
 
@@ -137,7 +139,7 @@ def largest_subset():
 def get_pretraining_log_keys():
     """(run, size, seed) of every configured pretraining run, in the order of get_pretraining_logs."""
     return [[model, int(size), int(seed)] for model in RUNS for size in config["splits"]["pretrain_sizes"]
-            for seed in config["splits"]["pretrain_seeds"]]
+            for seed in STUDY_SEEDS]
 
 
 def get_pretraining_logs():
@@ -148,7 +150,7 @@ def get_pretraining_logs():
 def get_pretrained_encoders():
     """One encoder per run, pretraining-set size and seed."""
     return expand("results/pretrain/{model}/n-{size}_seed-{seed}/encoder.pt", model=RUNS,
-                  size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
+                  size=config["splits"]["pretrain_sizes"], seed=STUDY_SEEDS)
 
 
 # --- Probing: every encoder or baseline is a "source", a path under results/embeddings and <study>/probes.
@@ -167,7 +169,7 @@ LOSS_SCALING_OUTPUTS = [f"{STUDY_DIR}/tables/loss_scaling.tsv", f"{STUDY_DIR}/ta
 
 def pretrained_sources():
     return expand("pretrain/{model}/n-{size}_seed-{seed}", model=RUNS,
-                  size=config["splits"]["pretrain_sizes"], seed=config["splits"]["pretrain_seeds"])
+                  size=config["splits"]["pretrain_sizes"], seed=STUDY_SEEDS)
 
 
 def found_pretrained_sources():
@@ -178,7 +180,7 @@ def found_pretrained_sources():
 
 def initialisation_seeds():
     """The initialisation seed of every pretraining seed (get_pretrain_run_spec): the random-init baselines."""
-    return [config["pretrain"]["seed"] + int(seed) for seed in config["splits"]["pretrain_seeds"]]
+    return [config["pretrain"]["seed"] + int(seed) for seed in STUDY_SEEDS]
 
 
 def baseline_sources():
