@@ -12,6 +12,8 @@ from . import objective_colour, save_figures
 
 __all__ = ["plot_loss_scaling", "fit_label"]
 
+PANELS_PER_ROW = 4  # objectives side by side; more wrap to another row
+
 
 def fit_label(fit: pd.Series) -> str:
     """``alpha 0.41 [0.2, 0.7], E -3.1`` for an identifiable fit, else the reason it is not."""
@@ -24,7 +26,7 @@ def fit_label(fit: pd.Series) -> str:
 
 
 def plot_loss_scaling(points: pd.DataFrame, fits: pd.DataFrame, outputs: list[str | Path]) -> None:
-    """One column per objective (a line per model size: the N x D grid).
+    """One column per objective, four to a row (a line per model size: the N x D grid).
 
     Top: final held-out loss (filled) and loss on the run's own subset (hollow) against
     pretraining subjects, each seed a small point, the mean per size a larger one, the fitted
@@ -35,10 +37,15 @@ def plot_loss_scaling(points: pd.DataFrame, fits: pd.DataFrame, outputs: list[st
     ``loss_scaling`` table (:func:`brainscale.scaling_laws.scaling_law_table`).
     """
     objectives = list(dict.fromkeys(points.sort_values(["objective", "parameters"])["objective"]))
-    figure, axes = plt.subplots(2, max(len(objectives), 1), figsize=(4.4 * max(len(objectives), 1), 7.2),
-                                squeeze=False, height_ratios=(3, 2))
-    for column, objective in enumerate(objectives):
-        top, bottom = axes[0, column], axes[1, column]
+    columns = min(max(len(objectives), 1), PANELS_PER_ROW)
+    blocks = -(-max(len(objectives), 1) // columns)  # a block (loss above, L - E below) per row of objectives
+    figure, axes = plt.subplots(2 * blocks, columns, figsize=(4.4 * columns, 7.2 * blocks), squeeze=False,
+                                height_ratios=(3, 2) * blocks)
+    for index in range(len(objectives), blocks * columns):  # empty places of the last row
+        axes[2 * (index // columns), index % columns].set_visible(False)
+        axes[2 * (index // columns) + 1, index % columns].set_visible(False)
+    for index, objective in enumerate(objectives):
+        top, bottom = axes[2 * (index // columns), index % columns], axes[2 * (index // columns) + 1, index % columns]
         rows = points[points["objective"] == objective]
         drawn_bottom, labels = False, []  # the fits' summaries, written in the bottom panel
         for model, part in rows.groupby("model", sort=False):
