@@ -180,15 +180,18 @@ def final_losses(log_files, keys) -> pd.DataFrame:
                                        "samples_seen"])
 
 
-def subset_hours(splits_dir, hours: pd.Series, keys) -> pd.Series:
-    """Hours of data of each pretraining subset: the sum of its subjects' ``hours`` (index: (size, seed)).
+def subset_hours(shard_folder, splits_dir, repetition_time: float, keys) -> pd.Series:
+    """Hours of data of each pretraining subset: the sum of its subjects' hours in the shards (index: (size, seed)).
 
-    ``keys`` are (size, seed) pairs; the subsets are ``pretrain_n-<size>_seed-<seed>.npy`` of ``splits_dir``.
+    ``keys`` are (size, seed) pairs; the subsets are ``pretrain_n-<size>_seed-<seed>.npy`` of
+    ``splits_dir``; ``repetition_time`` is the shards' TR in seconds (``preprocess.target_tr``).
     """
     from pathlib import Path
 
+    from .shards.reader import shard_paths, subject_hours
     from .shards.splits import subset_name
 
+    hours = subject_hours(shard_paths(shard_folder), repetition_time)
     totals = {}
     for size, seed in sorted(set((int(size), int(seed)) for size, seed in keys)):
         path = Path(splits_dir) / f"{subset_name(size, seed)}.npy"
@@ -227,11 +230,9 @@ def write_loss_scaling(log_files, keys, encoder_files, shard_folder, splits_dir,
     """
     from .io import atomic_file
     from .plotting.laws import plot_loss_scaling
-    from .shards.reader import shard_paths, subject_hours
 
     points = final_losses(log_files, keys)
-    hours = subset_hours(splits_dir, subject_hours(shard_paths(shard_folder), repetition_time),
-                         [(size, seed) for _, size, seed in keys])
+    hours = subset_hours(shard_folder, splits_dir, repetition_time, [(size, seed) for _, size, seed in keys])
     points["hours"] = hours.reindex(list(zip(points["size"], points["seed"]))).to_numpy()
     points["parameters"] = encoder_parameters(encoder_files)
     points["value"] = points["val_loss"]

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..io import atomic_file  # noqa: E402
 
-__all__ = ["save_figure", "save_figures", "objective_colour", "OBJECTIVE_ORDER", "SIZE_SHADES"]
+__all__ = ["save_figure", "save_figures", "objective_colour", "run_colour", "OBJECTIVE_ORDER", "SIZE_SHADES"]
 
 
 def save_figure(figure, output: str | Path, dpi: int = 120) -> None:
@@ -46,3 +46,9 @@ def objective_colour(objective: str, model_size: str | None = None):
         index = len(OBJECTIVE_ORDER) + sum(ord(c) for c in objective) % (len(palette) - len(OBJECTIVE_ORDER))
     colour = np.asarray(palette[index % len(palette)])
     return tuple(colour * SIZE_SHADES.get(model_size or "tiny", 0.85))
+
+
+def run_colour(run: str):
+    """The colour of a run ``objective-size`` (``semantoks-tiny``): its objective's, shaded for its size."""
+    objective, _, model_size = str(run).partition("-")
+    return objective_colour(objective, model_size or None)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import objective_colour, save_figures
+from . import run_colour, save_figures
 from .laws import fit_label
 
 __all__ = ["plot_scaling", "plot_layerwise", "plot_objectives"]
@@ -47,8 +47,7 @@ def _scaling_panels(subfigure, table, fits, tasks) -> None:
         pretrained = rows[rows["family"] == "pretrained"].sort_values("size")
         sizes = pretrained["size"].to_numpy(dtype=float)
         metric = rows["metric"].iloc[0]
-        colour = objective_colour(*str(pretrained["model"].iloc[0]).partition("-")[::2]) if len(pretrained) \
-            else "tab:blue"
+        colour = run_colour(pretrained["model"].iloc[0]) if len(pretrained) else "tab:blue"
         if len(pretrained):
             _band(top, sizes, pretrained, "", colour, str(pretrained["model"].iloc[0]))
             _band(bottom, sizes, pretrained, "gain_", colour, "gain over random init")
@@ -161,7 +160,7 @@ def plot_objectives(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         for axis, task in zip(axes, tasks):
             rows = pretrained[pretrained["task"] == task]
             for position, model in enumerate(models):
-                colour = np.asarray(objective_colour(*model.partition("-")[::2]))
+                colour = np.asarray(run_colour(model))
                 for offset, shade, size in zip(offsets, shades, sizes):
                     row = rows[(rows["model"] == model) & (rows["size"] == size)]
                     if not len(row) or not np.isfinite(row["gain_mean"].iloc[0]):

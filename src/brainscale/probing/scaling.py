@@ -253,11 +253,10 @@ def _objective_of(model: str) -> str:
 def pretraining_hours(sources, shard_folder, splits_dir, repetition_time: float) -> pd.Series:
     """Hours of data of the pretraining subset of each pretrained source (index (size, seed))."""
     from ..scaling_laws import subset_hours
-    from ..shards.reader import shard_paths, subject_hours
 
     keys = [(described["size"], described["seed"]) for described in map(describe_source, sources)
             if described["family"] == "pretrained"]
-    return subset_hours(splits_dir, subject_hours(shard_paths(shard_folder), repetition_time), keys)
+    return subset_hours(shard_folder, splits_dir, repetition_time, keys)
 
 
 def training_budget(encoder_files, sources) -> pd.DataFrame:
