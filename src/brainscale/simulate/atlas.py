@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "CORTICAL_NETWORKS",
@@ -260,7 +261,14 @@ def build_demo_atlases(resolution_mm: float = 5.0, seed: int = 21) -> DemoAtlase
     Returns
     -------
     DemoAtlases
+        The same for the same arguments whatever the caller's thread count: k-means assigns
+        boundary voxels differently with more OpenMP/BLAS threads, so it runs on one.
     """
+    with threadpool_limits(limits=1):
+        return _build_demo_atlases(resolution_mm, seed)
+
+
+def _build_demo_atlases(resolution_mm: float, seed: int) -> DemoAtlases:
     affine, (brain_fraction, gm_fraction, wm_fraction) = _resampled_masks(resolution_mm)
     shape = brain_fraction.shape
     brain = brain_fraction > 0.5

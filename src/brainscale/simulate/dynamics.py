@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal, stats
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "NETWORKS",
@@ -236,12 +237,14 @@ def spatial_smoothing(centroids: np.ndarray, smoothness_mm: float) -> np.ndarray
     """(n_parcels, n_parcels) factor ``S`` with ``S @ S.T`` the Gaussian-kernel correlation of parcel centres.
 
     ``S @ g`` for white noise ``g`` is a unit-variance random map, correlated between parcels
-    closer than about ``smoothness_mm``.
+    closer than about ``smoothness_mm``. Computed on one BLAS thread: the eigenvectors of a
+    multithreaded ``eigh`` differ in the last bits, and the simulation must not depend on the cores.
     """
     distance2 = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=-1)
     kernel = np.exp(-distance2 / (2 * smoothness_mm**2))
-    values, vectors = np.linalg.eigh(kernel)
-    return vectors * np.sqrt(np.clip(values, 0, None)) @ vectors.T
+    with threadpool_limits(limits=1):
+        values, vectors = np.linalg.eigh(kernel)
+        return vectors * np.sqrt(np.clip(values, 0, None)) @ vectors.T
 
 
 def individual_modes(subject_rng: np.random.Generator, run_rng: np.random.Generator, smoothing: np.ndarray,
