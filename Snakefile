@@ -16,6 +16,7 @@ include: "workflow/rules/shards.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/brainmarks.smk"
 
 
 rule all:

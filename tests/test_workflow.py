@@ -123,6 +123,18 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     extra.write_text(f"probe:\n  checkpoints:\n    mine: {{path: {tmp_path / 'elsewhere.pt'}}}\n")
     jobs = dry_run_jobs(tmp_path, "probe_all", extra)
     assert sorted(jobs) == ["embed"] * 3 + ["probe"] * 3 + ["probe_all", "scaling_figure"], jobs
+    # A Brainmarks model as an external checkpoint: embedded through Brainmarks (no file to read) and probed.
+    brainmarks = tmp_path / "brainmarks.yaml"
+    brainmarks.write_text("probe:\n  checkpoints:\n    fc400: {format: brainmarks, model: connectome_schaefer400}\n")
+    result = snakemake("results/demo/probes/external/fc400/metrics.tsv", "--cores", "2", "--configfile", str(MINIMAL),
+                       str(brainmarks), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = pd.read_csv(study / "probes" / "external" / "fc400" / "metrics.tsv", sep="\t")
+    assert {"age", "subject_reid"} <= set(metrics["task"]) and set(metrics["feature"]) == {"cls"}
+    # The export and the agreement check are wired to the probes (the minimal probe set is too small to split
+    # by sex: tests/test_brainmarks.py runs them on 36 subjects).
+    jobs = dry_run_jobs(tmp_path, "brainmarks_agreement", brainmarks)
+    assert sorted(jobs) == ["brainmarks_agreement", "brainmarks_export"], jobs
 
 
 def dry_run_jobs(workdir: Path, target: str, *configfiles: Path) -> list[str]:

@@ -222,7 +222,11 @@ def get_checkpoint(wildcards):
         return f"results/pretrain/{rest}/encoder.pt"
     if kind == "random":
         return f"results/baselines/random/{rest}/encoder.pt"
-    return config["probe"]["checkpoints"][rest]["path"]
+    entry = config["probe"]["checkpoints"][rest]
+    if entry["format"] == "brainmarks":  # a Brainmarks model: a file only where its keywords name one
+        path = entry["model_kwargs"].get("path")
+        return [path] if isinstance(path, str) else []
+    return entry["path"]
 
 
 def get_checkpoint_settings(wildcards):

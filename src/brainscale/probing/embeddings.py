@@ -189,9 +189,9 @@ def probe_dataset(shard_folder: str | Path, splits_dir: str | Path, *, crop_leng
                         crops="eval", n_eval_crops=n_crops)
 
 
-def embed_checkpoint(checkpoint_path: str | Path, shard_folder: str | Path, splits_dir: str | Path,
-                     output: str | Path, settings: dict, *, checkpoint: dict | None = None, name: str | None = None,
-                     log=None) -> bool:
+def embed_checkpoint(checkpoint_path: str | Path | None, shard_folder: str | Path, splits_dir: str | Path,
+                     output: str | Path, settings: dict, *, checkpoint: dict | None = None,
+                     repetition_time: float = 2.0, name: str | None = None, log=None) -> bool:
     """Features of the probe subjects for one checkpoint, through the cache (rule ``embed``).
 
     Parameters
@@ -205,7 +205,11 @@ def embed_checkpoint(checkpoint_path: str | Path, shard_folder: str | Path, spli
         The ``embed`` config section (n_crops, batch_size, device, cache_dir).
     checkpoint : dict, optional
         How to read the checkpoint: ``format`` and, for reference checkpoints, ``model`` and
-        ``architecture`` (see :func:`brainscale.probing.checkpoints.load_checkpoint`).
+        ``architecture`` (see :func:`brainscale.probing.checkpoints.load_checkpoint`). Format
+        ``brainmarks`` names a Brainmarks ``model`` (and its ``model_kwargs``) instead of a file
+        (:func:`brainscale.brainmarks.features.embed_brainmarks_model`).
+    repetition_time : float, default=2.0
+        The shards' TR, which a Brainmarks model's transform reads.
 
     Returns
     -------
@@ -217,6 +221,11 @@ def embed_checkpoint(checkpoint_path: str | Path, shard_folder: str | Path, spli
     from .checkpoints import load_checkpoint
 
     checkpoint = dict(checkpoint or {"format": "brainscale"})
+    if checkpoint["format"] == "brainmarks":
+        from ..brainmarks.features import embed_brainmarks_model
+
+        return embed_brainmarks_model(checkpoint, shard_folder, splits_dir, output, settings,
+                                      repetition_time=repetition_time, name=name, log=log)
     subjects = probe_subjects(splits_dir)
     checkpoint_sha = sha256_of(checkpoint_path)
     manifest_sha = sha256_of(Path(shard_folder) / MANIFEST)

@@ -1,0 +1,56 @@
+# The probe set as Brainmarks datasets (not in the default target: snakemake --cores all brainmarks_export).
+
+
+rule brainmarks_export:
+    input:
+        shards="results/shards",
+        splits="results/splits",
+    output:
+        directory("results/brainmarks"),
+    params:
+        tasks=config["probe"]["tasks"],
+        labels=config["shards"]["labels"],
+        proportions=config["splits"]["probe_proportions"],
+        split_task=config["brainmarks"]["split_task"],
+        split_seed=config["brainmarks"]["split_seed"]
+        if config["brainmarks"]["split_seed"] is not None
+        else config["probe"]["split_seeds"][0],
+        frames=config["brainmarks"]["frames"],
+        repetition_time=config["preprocess"]["target_tr"],
+    conda:
+        "../../envs/brainscale.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    log:
+        "logs/brainmarks/brainmarks_export.log",
+    script:
+        "../scripts/brainmarks_export.py"
+
+
+def brainmarks_reference_source():
+    """The encoder the agreement check evaluates in both suites: the first run at the largest size and first seed."""
+    return f"pretrain/{RUNS[0]}/n-{max(config['splits']['pretrain_sizes'])}_seed-{STUDY_SEEDS[0]}"
+
+
+rule brainmarks_agreement:
+    """Brainmarks' main_logistic and our probe on the export's split: its connectome against our FC, and
+    one of our encoders through the plugin against our probe of it (not in the default target)."""
+    input:
+        export="results/brainmarks",
+        connectivity=f"{STUDY_DIR}/probes/baseline/connectivity/predictions.tsv.gz",
+        encoder_predictions=f"{STUDY_DIR}/probes/{brainmarks_reference_source()}/predictions.tsv.gz",
+        encoder=f"results/{brainmarks_reference_source()}/encoder.pt",
+    output:
+        report(f"{STUDY_DIR}/tables/brainmarks_agreement.tsv", caption="../report/brainmarks_agreement.rst",
+               category="Brainmarks", labels={"table": "agreement"}),
+    params:
+        reference=brainmarks_reference_source(),
+        seed=config["study"]["seed"],
+    threads: 2
+    conda:
+        "../../envs/brainscale.yaml"
+    log:
+        f"logs/{STUDY}/brainmarks/brainmarks_agreement.log",
+    script:
+        "../scripts/brainmarks_agreement.py"
