@@ -12,9 +12,7 @@ rule brainmarks_export:
         labels=config["shards"]["labels"],
         proportions=config["splits"]["probe_proportions"],
         split_task=config["brainmarks"]["split_task"],
-        split_seed=config["brainmarks"]["split_seed"]
-        if config["brainmarks"]["split_seed"] is not None
-        else config["probe"]["split_seeds"][0],
+        split_seed=brainmarks_split_seed(),
         frames=config["brainmarks"]["frames"],
         repetition_time=config["preprocess"]["target_tr"],
     conda:
@@ -26,11 +24,6 @@ rule brainmarks_export:
         "logs/brainmarks/brainmarks_export.log",
     script:
         "../scripts/brainmarks_export.py"
-
-
-def brainmarks_reference_source():
-    """The encoder the agreement check evaluates in both suites: the first run at the largest size and first seed."""
-    return f"pretrain/{RUNS[0]}/n-{max(config['splits']['pretrain_sizes'])}_seed-{STUDY_SEEDS[0]}"
 
 
 rule brainmarks_agreement:

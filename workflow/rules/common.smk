@@ -235,3 +235,14 @@ def get_checkpoint_settings(wildcards):
     if kind == "external":
         return config["probe"]["checkpoints"][rest]
     return {"format": "brainscale"}
+
+
+def brainmarks_split_seed():
+    """The probe split seed whose split the Brainmarks export takes: brainmarks.split_seed, else the first probe seed."""
+    seed = config["brainmarks"]["split_seed"]
+    return seed if seed is not None else config["probe"]["split_seeds"][0]
+
+
+def brainmarks_reference_source():
+    """The encoder the agreement check evaluates in both suites: the first run at the largest size and first seed."""
+    return f"pretrain/{RUNS[0]}/n-{max(config['splits']['pretrain_sizes'])}_seed-{STUDY_SEEDS[0]}"
