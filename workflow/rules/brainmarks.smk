@@ -28,17 +28,18 @@ rule brainmarks_export:
 
 rule brainmarks_agreement:
     """Brainmarks' main_logistic and our probe on the export's split: its connectome against our FC, and
-    one of our encoders through the plugin against our probe of it (not in the default target)."""
+    each run's encoder (largest size, first seed) through the plugin against our probe of it (not in the
+    default target)."""
     input:
         export="results/brainmarks",
         connectivity=f"{STUDY_DIR}/probes/baseline/connectivity/predictions.tsv.gz",
-        encoder_predictions=f"{STUDY_DIR}/probes/{brainmarks_reference_source()}/predictions.tsv.gz",
-        encoder=f"results/{brainmarks_reference_source()}/encoder.pt",
+        encoder_predictions=[f"{STUDY_DIR}/probes/{source}/predictions.tsv.gz" for source in brainmarks_encoder_sources()],
+        encoders=[f"results/{source}/encoder.pt" for source in brainmarks_encoder_sources()],
     output:
         report(f"{STUDY_DIR}/tables/brainmarks_agreement.tsv", caption="../report/brainmarks_agreement.rst",
                category="Brainmarks", labels={"table": "agreement"}),
     params:
-        reference=brainmarks_reference_source(),
+        sources=brainmarks_encoder_sources(),
         seed=config["study"]["seed"],
     threads: 2
     conda:

@@ -243,6 +243,6 @@ def brainmarks_split_seed():
     return seed if seed is not None else config["probe"]["split_seeds"][0]
 
 
-def brainmarks_reference_source():
-    """The encoder the agreement check evaluates in both suites: the first run at the largest size and first seed."""
-    return f"pretrain/{RUNS[0]}/n-{max(config['splits']['pretrain_sizes'])}_seed-{STUDY_SEEDS[0]}"
+def brainmarks_encoder_sources():
+    """The encoders the agreement check evaluates in both suites: every run at the largest size and first seed."""
+    return [f"pretrain/{run}/n-{max(config['splits']['pretrain_sizes'])}_seed-{STUDY_SEEDS[0]}" for run in RUNS]
