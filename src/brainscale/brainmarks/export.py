@@ -92,7 +92,7 @@ def _write_split(folder: Path, dataset: ShardDataset, runs: list[int], run_names
 
     schema = _features(len(channels)).arrow_schema
     folder.mkdir(parents=True)
-    unit = [[0.0] * len(channels)], [[1.0] * len(channels)]
+    mean, std = _matrix(np.zeros((1, len(channels)), np.float32)), _matrix(np.ones((1, len(channels)), np.float32))
     with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, \
             pa.ipc.new_stream(sink, schema) as writer:
         for run in runs:
@@ -101,9 +101,17 @@ def _write_split(folder: Path, dataset: ShardDataset, runs: list[int], run_names
             subject = dataset.subject_ids[dataset.runs[run][3]]
             writer.write_batch(pa.record_batch([
                 pa.array([subject]), pa.array([run_names[run]]), pa.array([frames], type=pa.int32()),
-                pa.array([tr], type=pa.float32()), pa.array([bold.tolist()], type=schema.field("bold").type),
-                pa.array([unit[0]], type=schema.field("mean").type), pa.array([unit[1]], type=schema.field("std").type)],
-                schema=schema))
+                pa.array([tr], type=pa.float32()), _matrix(bold), mean, std], schema=schema))
+
+
+def _matrix(values: np.ndarray):
+    """One row holding a (rows, columns) float32 matrix as Arrow list<list<float>>, without Python lists."""
+    import pyarrow as pa
+
+    n_rows, n_columns = values.shape
+    inner = pa.ListArray.from_arrays(np.arange(0, n_rows * n_columns + 1, n_columns, dtype=np.int32),
+                                     pa.array(np.ascontiguousarray(values).ravel()))
+    return pa.ListArray.from_arrays(np.array([0, n_rows], dtype=np.int32), inner)
 
 
 def _run_names(dataset: ShardDataset, shard_files: list[Path]) -> list[str]:
