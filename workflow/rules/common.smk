@@ -233,7 +233,10 @@ def get_checkpoint_settings(wildcards):
     """How to read the checkpoint of a source: format, and the architecture of a reference checkpoint."""
     kind, _, rest = wildcards.source.partition("/")
     if kind == "external":
-        return config["probe"]["checkpoints"][rest]
+        entry = config["probe"]["checkpoints"][rest]
+        if entry["format"] == "brainmarks":  # a Brainmarks model's transform reads the runs' TR
+            return dict(entry, repetition_time=config["preprocess"]["target_tr"])
+        return entry
     return {"format": "brainscale"}
 
 

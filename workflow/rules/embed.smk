@@ -32,7 +32,6 @@ rule embed:
     params:
         settings=config["embed"],
         checkpoint=get_checkpoint_settings,
-        repetition_time=config["preprocess"]["target_tr"],
     threads: config["embed"]["threads"]
     conda:
         "../../envs/brainscale.yaml"

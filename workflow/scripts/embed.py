@@ -9,8 +9,7 @@ from brainscale.rulelog import rule_log
 
 rule_log(snakemake.log[0])  # messages, and an error's traceback, go to the rule's log
 torch.set_num_threads(snakemake.threads)
-hit = embed_checkpoint(snakemake.input.get("checkpoint"), snakemake.input.shards, snakemake.input.splits,
+hit = embed_checkpoint(snakemake.input.checkpoint, snakemake.input.shards, snakemake.input.splits,
                        snakemake.output[0], snakemake.params.settings, checkpoint=snakemake.params.checkpoint,
-                       repetition_time=snakemake.params.repetition_time, name=snakemake.wildcards.source,
-                       log=logging.info)
+                       name=snakemake.wildcards.source, log=logging.info)
 logging.info("cache %s", "hit: nothing recomputed" if hit else "miss: features computed")

@@ -190,8 +190,8 @@ def probe_dataset(shard_folder: str | Path, splits_dir: str | Path, *, crop_leng
 
 
 def embed_checkpoint(checkpoint_path: str | Path | None, shard_folder: str | Path, splits_dir: str | Path,
-                     output: str | Path, settings: dict, *, checkpoint: dict | None = None,
-                     repetition_time: float = 2.0, name: str | None = None, log=None) -> bool:
+                     output: str | Path, settings: dict, *, checkpoint: dict | None = None, name: str | None = None,
+                     log=None) -> bool:
     """Features of the probe subjects for one checkpoint, through the cache (rule ``embed``).
 
     Parameters
@@ -206,10 +206,8 @@ def embed_checkpoint(checkpoint_path: str | Path | None, shard_folder: str | Pat
     checkpoint : dict, optional
         How to read the checkpoint: ``format`` and, for reference checkpoints, ``model`` and
         ``architecture`` (see :func:`brainscale.probing.checkpoints.load_checkpoint`). Format
-        ``brainmarks`` names a Brainmarks ``model`` (and its ``model_kwargs``) instead of a file
-        (:func:`brainscale.brainmarks.features.embed_brainmarks_model`).
-    repetition_time : float, default=2.0
-        The shards' TR, which a Brainmarks model's transform reads.
+        ``brainmarks`` names a Brainmarks ``model`` (with its ``model_kwargs`` and the shards'
+        ``repetition_time``) instead of a file (:func:`brainscale.brainmarks.features.embed_brainmarks_model`).
 
     Returns
     -------
@@ -225,7 +223,7 @@ def embed_checkpoint(checkpoint_path: str | Path | None, shard_folder: str | Pat
         from ..brainmarks.features import embed_brainmarks_model
 
         return embed_brainmarks_model(checkpoint, shard_folder, splits_dir, output, settings,
-                                      repetition_time=repetition_time, name=name, log=log)
+                                      repetition_time=checkpoint.get("repetition_time", 2.0), name=name, log=log)
     subjects = probe_subjects(splits_dir)
     checkpoint_sha = sha256_of(checkpoint_path)
     manifest_sha = sha256_of(Path(shard_folder) / MANIFEST)
