@@ -119,10 +119,10 @@ def main():
                     label = label.astype(int) if kind == "classification" else label
                     for split_seed in config["probe"]["split_seeds"]:
                         parts = split_probe_subjects(label, kind, config["splits"]["probe_proportions"], split_seed)
+                        crop_rows = our_probe(crops, subjects, label, parts, kind, grid, split_seed)
+                        mean_per_run = our_probe(means, mean_subjects, label, parts, kind, grid, split_seed)
                         rows.append({"model": model, "feature": feature, "task": task,
-                                     "crop_rows": our_probe(crops, subjects, label, parts, kind, grid, split_seed)[metric],
-                                     "mean_per_run": our_probe(means, mean_subjects, label, parts, kind, grid,
-                                                               split_seed)[metric]})
+                                     "crop_rows": crop_rows[metric], "mean_per_run": mean_per_run[metric]})
     print(pd.DataFrame(rows).groupby(["model", "feature", "task"]).mean().round(3).to_string())
 
 

@@ -1,4 +1,5 @@
-"""Brainmarks interoperability: our encoders in its model tests, our probe set as its dataset, its models in our probes."""
+"""Brainmarks interoperability: our encoders in its model tests, our probe set as its dataset, its models in
+our probes."""
 
 from __future__ import annotations
 

@@ -33,7 +33,9 @@ rule brainmarks_agreement:
     input:
         export="results/brainmarks",
         connectivity=f"{STUDY_DIR}/probes/baseline/connectivity/predictions.tsv.gz",
-        encoder_predictions=[f"{STUDY_DIR}/probes/{source}/predictions.tsv.gz" for source in brainmarks_encoder_sources()],
+        encoder_predictions=[
+            f"{STUDY_DIR}/probes/{source}/predictions.tsv.gz" for source in brainmarks_encoder_sources()
+        ],
         encoders=[f"results/{source}/encoder.pt" for source in brainmarks_encoder_sources()],
     output:
         report(f"{STUDY_DIR}/tables/brainmarks_agreement.tsv", caption="../report/brainmarks_agreement.rst",

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import BrainscaleError
 
-__all__ = ["BrainmarksError", "SPACES", "space_channels", "require_brainmarks", "SUPPORTED_VERSION"]
+__all__ = ["BrainmarksError", "SPACES", "EXPORTED_SPACES", "space_channels", "require_brainmarks",
+           "SUPPORTED_VERSION"]
 
 SUPPORTED_VERSION = "0.1.1"
 INSTALL_HINT = (f'pip install -e ".[brainmarks]" && pip install --no-deps brainmarks=={SUPPORTED_VERSION} '

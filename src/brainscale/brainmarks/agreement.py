@@ -23,7 +23,7 @@ import pandas as pd
 from . import BrainmarksError
 from .export import ROOT_VARIABLE
 
-__all__ = ["run_main_logistic", "our_test_accuracy", "agreement_row", "AGREEMENT_Z"]
+__all__ = ["run_main_logistic", "our_test_accuracy", "agreement_row", "write_agreement", "AGREEMENT_Z"]
 
 AGREEMENT_Z = 1.96
 BOOTSTRAP = 500  # as main_logistic's bootstrap_ci
@@ -57,7 +57,8 @@ def _bootstrap_std(correct: np.ndarray, y_true: np.ndarray, seed: int) -> float:
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(BOOTSTRAP):
-        index = np.concatenate([rng.choice(np.flatnonzero(y_true == c), (y_true == c).sum()) for c in np.unique(y_true)])
+        index = np.concatenate([rng.choice(members, len(members))
+                                for members in (np.flatnonzero(y_true == c) for c in np.unique(y_true))])
         values.append(correct[index].mean())
     return float(np.std(values))
 

@@ -11,9 +11,11 @@ channels) float32, ``mean`` and ``std`` (1, channels). As in Brainmarks' own dat
 ADHD-200: the first 150 TRs at TR 2.0 s), every row has the same length, the first
 ``brainmarks.frames`` TRs of its run, so that its loaders can batch them; shorter runs are left out
 (``export.json`` counts them). The shards hold runs already z-scored per channel (and band-passed,
-which removes the mean), so ``mean`` is 0 and ``std`` 1; a channel a run lacks is zeros. Brainmarks has one split per dataset: it is our probe split of one classification task at
-one split seed (``brainmarks.split_task``, ``brainmarks.split_seed``), so that our probe of that
-task at that seed and Brainmarks' ``main_logistic`` see the same subjects. Every probe task gets a
+which removes the mean), so ``mean`` is 0 and ``std`` 1; a channel a run lacks is zeros.
+
+Brainmarks has one split per dataset: it is our probe split of one classification task at one
+split seed (``brainmarks.split_task``, ``brainmarks.split_seed``), so that our probe of that task at
+that seed and Brainmarks' ``main_logistic`` see the same subjects. Every probe task gets a
 target map: a classification its classes, a continuous label its median split of the probe set
 (``<task>_median``: 1 at or above the median), since Brainmarks' probes are classifiers.
 
@@ -167,32 +169,47 @@ def export_probe_set(shard_folder: str | Path, splits_dir: str | Path, output_di
     dataset = ShardDataset(files, np.concatenate(list(split.values())), crop_length=1, crops="eval",
                            n_eval_crops=1)
     n_channels = len(dataset.missing[0]) if len(dataset.runs) else 0
-    run_names = _run_names(dataset, files)
-    summary = {"dataset": DATASET, "split_task": split_task, "split_seed": split_seed,
-               "subjects": {SPLIT_FOLDERS[part]: len(members) for part, members in split.items()},
-               "split_subjects": {SPLIT_FOLDERS[part]: sorted(map(str, members)) for part, members in split.items()},
-               "runs": {}, "spaces": list(EXPORTED_SPACES), "schaefer400_order": "7-network (Schaefer's 7Networks order)",
-               "tr": repetition_time, "frames": frames,
-               "runs_shorter_than_frames": sum(entry[2] < frames for entry in dataset.runs), "channels": n_channels, "targets": {}, "unit": "one row per run; targets are keyed by subject (sub)"}
+    runs = _runs_by_part(dataset, split, frames)
     maps = target_maps(labels, resolved)
+    summary = {"dataset": DATASET, "split_task": split_task, "split_seed": split_seed,
+               **_counts(split, runs, maps), "runs_shorter_than_frames": sum(r[2] < frames for r in dataset.runs),
+               "unit": "one row per run; targets are keyed by subject (sub)", "frames": frames,
+               "tr": repetition_time, "channels": n_channels, "spaces": list(EXPORTED_SPACES),
+               "schaefer400_order": "7-network (Schaefer's 7Networks order)"}
+    run_names = _run_names(dataset, files)
     with atomic_directory(output_dir, overwrite=True) as root:
         for space in EXPORTED_SPACES:
             channels = space_channels(space, n_channels)
-            for part, members in split.items():
-                runs = [run for run, entry in enumerate(dataset.runs)
-                        if dataset.subject_ids[entry[3]] in set(members) and entry[2] >= frames]
-                _write_split(root / f"{DATASET}.{space}.arrow" / SPLIT_FOLDERS[part], dataset, runs, run_names, channels,
-                             repetition_time, frames)
-                summary["runs"][SPLIT_FOLDERS[part]] = len(runs)
+            for part, members in runs.items():
+                folder = root / f"{DATASET}.{space}.arrow" / SPLIT_FOLDERS[part]
+                _write_split(folder, dataset, members, run_names, channels, repetition_time, frames)
             if log is not None:
                 log(f"wrote {DATASET}.{space}.arrow: {sum(summary['runs'].values())} runs")
         (root / "targets").mkdir()
         for target, mapping in maps.items():
             target_map_path(root, target).write_text(json.dumps(mapping, indent=1, sort_keys=True))
-            summary["targets"][target] = {"subjects": len(mapping),
-                                          "counts": pd.Series(mapping).value_counts().sort_index().to_dict()}
         (root / "export.json").write_text(json.dumps(summary, indent=2, default=int))
     return summary
+
+
+def _counts(split: dict, runs: dict, maps: dict) -> dict:
+    """What ``export.json`` says of the parts (subjects, their ids, runs) and of each target map."""
+    return {"subjects": {SPLIT_FOLDERS[part]: len(members) for part, members in split.items()},
+            "split_subjects": {SPLIT_FOLDERS[part]: sorted(map(str, members)) for part, members in split.items()},
+            "runs": {SPLIT_FOLDERS[part]: len(members) for part, members in runs.items()},
+            "targets": {target: {"subjects": len(mapping),
+                                 "counts": pd.Series(mapping).value_counts().sort_index().to_dict()}
+                        for target, mapping in maps.items()}}
+
+
+def _runs_by_part(dataset: ShardDataset, split: dict, frames: int) -> dict[str, list[int]]:
+    """The dataset's runs of each part's subjects that have at least ``frames`` TRs."""
+    part_of = {str(subject): part for part, members in split.items() for subject in members}
+    runs = {part: [] for part in split}
+    for run, (_, _, length, position) in enumerate(dataset.runs):
+        if length >= frames:
+            runs[part_of[dataset.subject_ids[position]]].append(run)
+    return runs
 
 
 ROOT_VARIABLE = "BRAINSCALE_ROOT"  # Brainmarks' <NAME>_ROOT convention for a dataset's location
@@ -200,7 +217,7 @@ DEFAULT_ROOT = "results/brainmarks"
 
 
 def dataset_root() -> Path:
-    """Where the plugin reads the export: ``$BRAINSCALE_ROOT``, else ``results/brainmarks`` (from the workflow folder)."""
+    """Where the plugin reads the export: ``$BRAINSCALE_ROOT``, else ``results/brainmarks`` (of the workflow folder)."""
     import os
 
     return Path(os.environ.get(ROOT_VARIABLE, DEFAULT_ROOT))

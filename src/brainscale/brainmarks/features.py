@@ -32,7 +32,7 @@ def create_brainmarks_model(name: str, kwargs: dict | None = None):
 
     if name not in list_models():
         raise BrainmarksError(f"Brainmarks has no model '{name}' (registered: {', '.join(list_models())}). Fix "
-                              "probe.checkpoints.<name>.model, or install the model's extra (pip install --no-deps ...).")
+                              "probe.checkpoints.<name>.model, or install what the model's plugin imports.")
     transform, model = create_model(name, **(kwargs or {}))
     model.requires_grad_(False)
     return transform, model.eval()
@@ -64,7 +64,8 @@ def brainmarks_features(name: str, kwargs: dict | None, shard_folder: str | Path
     channels = space_channels(model.__space__, len(dataset.missing[0]))
     model = model.to(device)
     if transform is not None and hasattr(transform, "fit"):
-        transform.fit([_sample(dataset.read_run(run)[0], channels, repetition_time) for run in range(len(dataset.runs))])
+        transform.fit([_sample(dataset.read_run(run)[0], channels, repetition_time)
+                       for run in range(len(dataset.runs))])
     cls_rows, mean_rows, subjects = [], [], []
     for run, (_, _, _, position) in enumerate(dataset.runs):
         sample = _sample(dataset.read_run(run)[0], channels, repetition_time)
@@ -105,7 +106,7 @@ def _model_identity(name: str, kwargs: dict) -> str:
 
 def embed_brainmarks_model(checkpoint: dict, shard_folder: str | Path, splits_dir: str | Path, output: str | Path,
                            settings: dict, *, repetition_time: float = 2.0, name: str | None = None, log=None) -> bool:
-    """Features of a ``probe.checkpoints`` entry of format ``brainmarks``, through the feature cache (rule ``embed``)."""
+    """Features of a ``probe.checkpoints`` entry of format ``brainmarks``, through the feature cache (rule embed)."""
     from ..shards.splits import probe_subjects
     from ..shards.writer import MANIFEST, sha256_of
 

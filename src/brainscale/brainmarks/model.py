@@ -84,7 +84,7 @@ class EncoderWrapper(nn.Module):
         return Embeddings(cls_embeds=cls_embeds, reg_embeds=None, patch_embeds=patch_embeds)
 
 
-def brainmarks_encoder(path: str | Path | None = None, *, n_crops: int = 8, **unused) -> tuple:
+def brainmarks_encoder(path: str | Path | None = None, *, n_crops: int = 8) -> tuple:
     """Load ``encoder.pt`` as a Brainmarks ``(transform, wrapper)`` pair, frozen, in eval mode.
 
     Parameters
