@@ -22,7 +22,7 @@ from brainscale.probing.embeddings import (FeatureTable, embed_checkpoint, extra
                                            probe_subjects, read_features)
 from brainscale.probing.probes import (ProbeError, classification_metrics, probe_features, probe_one,
                                        regression_metrics, resolve_tasks, split_probe_subjects)
-from brainscale.probing.scaling import write_scaling_outputs
+from brainscale.probing.scaling import final_scores, write_scaling_outputs
 from brainscale.shards.reader import shard_paths, subjects_from_shards
 from brainscale.shards.splits import write_splits
 from brainscale.export import save_encoder
@@ -309,6 +309,18 @@ def test_connectivity_features_are_fisher_z_correlations(shards, splits):
 
 
 # --- scaling --------------------------------------------------------------------------------
+def test_an_external_model_with_one_embedding_is_scored_on_it():
+    def rows(source, feature):
+        return [{"task": "sex_bi", "kind": "classification", "feature": feature, "layer": 1, "n_layers": 1,
+                 "split_seed": 0, "balanced_accuracy": 0.7, "source": source, "family": "external"}]
+    metrics = pd.DataFrame(rows("external/connectome", "cls") + rows("external/mine", "cls") +
+                           rows("external/mine", "mean") + rows("external/mine", "cls_avg"))
+    scores = final_scores(metrics)
+    # the connectome by its only embedding, our encoder by cls_avg (the others not counted twice)
+    assert sorted(zip(scores["source"], scores["feature"])) == [("external/connectome", "cls"),
+                                                                ("external/mine", "cls_avg")]
+
+
 def test_scaling_outputs_from_a_small_metrics_table(tmp_path):
     rng = np.random.default_rng(0)
     sources, files = [], []

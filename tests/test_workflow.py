@@ -126,11 +126,13 @@ def test_workflow_runs_every_stage_on_the_minimal_config(tmp_path):
     # A Brainmarks model as an external checkpoint: embedded through Brainmarks (no file to read) and probed.
     brainmarks = tmp_path / "brainmarks.yaml"
     brainmarks.write_text("probe:\n  checkpoints:\n    fc400: {format: brainmarks, model: connectome_schaefer400}\n")
-    result = snakemake("results/demo/probes/external/fc400/metrics.tsv", "--cores", "2", "--configfile", str(MINIMAL),
+    result = snakemake("results/demo/tables/scaling.tsv", "--cores", "2", "--configfile", str(MINIMAL),
                        str(brainmarks), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = pd.read_csv(study / "probes" / "external" / "fc400" / "metrics.tsv", sep="\t")
     assert {"age", "subject_reid"} <= set(metrics["task"]) and set(metrics["feature"]) == {"cls"}
+    scaling = pd.read_csv(study / "tables" / "scaling.tsv", sep="\t")  # a line of the scaling figure
+    assert set(scaling.loc[scaling["family"] == "external", "name"]) == {"fc400"}
     # The export and the agreement check are wired to the probes (the minimal probe set is too small to split
     # by sex: tests/test_brainmarks.py runs them on 36 subjects).
     jobs = dry_run_jobs(tmp_path, "brainmarks_agreement", brainmarks)

@@ -48,10 +48,17 @@ def collect_metrics(entries: list[dict]) -> pd.DataFrame:
 
 
 def final_scores(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One score per row: the task's selection metric, last layer, ``cls_avg`` for encoders."""
+    """One score per row: the task's selection metric, last layer, ``cls_avg`` for encoders.
+
+    An external model with one embedding only (a Brainmarks model such as a connectome: ``cls``,
+    no ``cls_avg``) is scored on that embedding.
+    """
     encoder = metrics["feature"] == ENCODER_FEATURE
     baseline = ~metrics["family"].isin(["pretrained", "random", "external"])
-    keep = (encoder | baseline) & (metrics["layer"] == metrics["n_layers"])
+    external = metrics["family"] == "external"
+    single = external & (metrics["feature"] == "cls") & \
+        ~metrics["source"].isin(metrics.loc[external & encoder, "source"])
+    keep = (encoder | baseline | single) & (metrics["layer"] == metrics["n_layers"])
     return _with_scores(metrics[keep])
 
 
