@@ -27,6 +27,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from brainscale.brainmarks import run_bold
 from brainscale.brainmarks.model import brainmarks_encoder
 from brainscale.config import load_config
 from brainscale.probing.embeddings import probe_dataset, read_features
@@ -50,8 +51,7 @@ def plugin_rows(encoder: Path, shards: str, splits: str, frames: int) -> tuple[n
     rows, subjects = [], []
     for run, (_, _, _, position) in enumerate(dataset.runs):
         series, _ = dataset.read_run(run)
-        sample = transform({"bold": torch.from_numpy(np.nan_to_num(series[:, :frames].T.astype(np.float32))),
-                            "tr": 2.0})
+        sample = transform({"bold": torch.from_numpy(run_bold(series, np.arange(len(series)), frames)), "tr": 2.0})
         with torch.no_grad():
             embeddings = wrapper({key: sample[key][None] for key in ("bold", "missing")})
         rows.append(embeddings.cls_embeds[0, 0].numpy())

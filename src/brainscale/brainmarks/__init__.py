@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import BrainscaleError
 
-__all__ = ["BrainmarksError", "SPACES", "EXPORTED_SPACES", "space_channels", "require_brainmarks",
-           "SUPPORTED_VERSION"]
+__all__ = ["BrainmarksError", "SPACES", "EXPORTED_SPACES", "space_channels", "run_bold", "brainmarks_version",
+           "require_brainmarks", "SUPPORTED_VERSION"]
 
 SUPPORTED_VERSION = "0.1.1"
 INSTALL_HINT = (f'pip install -e ".[brainmarks]" && pip install --no-deps brainmarks=={SUPPORTED_VERSION} '
@@ -50,6 +50,17 @@ def space_channels(space: str, n_channels: int = 457) -> np.ndarray:
     return np.arange(SPACES[space])
 
 
+def run_bold(timeseries: np.ndarray, channels: np.ndarray, frames: int | None = None) -> np.ndarray:
+    """A shard run (channels, T) as Brainmarks' ``bold``: (T or ``frames``, channels of the space) float32,
+    the zeros of a channel the run lacks in place of NaN."""
+    return np.nan_to_num(timeseries[channels, :frames].T.astype(np.float32))
+
+
+def brainmarks_version(module) -> str:
+    """The version of an imported ``brainmarks`` package ("unknown" where it does not say)."""
+    return getattr(getattr(module, "version", None), "__version__", "unknown")
+
+
 def require_brainmarks():
     """Import Brainmarks and check that it has the plugin API we use; returns the ``brainmarks`` module."""
     try:
@@ -64,8 +75,8 @@ def require_brainmarks():
     missing = [f"{module.__name__}.{name}" for module, names in needed.items() for name in names
                if not hasattr(module, name)]
     if missing:
-        version = getattr(getattr(brainmarks, "version", None), "__version__", "unknown")
-        raise BrainmarksError(f"Brainmarks {version} lacks the plugin API brainscale uses ({', '.join(missing)}). "
+        raise BrainmarksError(f"Brainmarks {brainmarks_version(brainmarks)} lacks the plugin API brainscale uses "
+                              f"({', '.join(missing)}). "
                               f"Install the version it was built against: pip install --no-deps "
                               f"brainmarks=={SUPPORTED_VERSION}.")
     return brainmarks

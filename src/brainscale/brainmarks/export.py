@@ -37,7 +37,7 @@ from ..io import atomic_directory
 from ..probing.probes import CLASSIFICATION, resolve_tasks, split_probe_subjects
 from ..shards.reader import ShardDataset, shard_paths, subjects_from_shards
 from ..shards.splits import probe_subjects
-from . import EXPORTED_SPACES, BrainmarksError, space_channels
+from . import EXPORTED_SPACES, BrainmarksError, run_bold, space_channels
 
 __all__ = ["export_probe_set", "target_maps", "DATASET", "SPLIT_FOLDERS", "target_map_path"]
 
@@ -99,7 +99,7 @@ def _write_split(folder: Path, dataset: ShardDataset, runs: list[int], run_names
             pa.ipc.new_stream(sink, schema) as writer:
         for run in runs:
             timeseries, _ = dataset.read_run(run)
-            bold = np.nan_to_num(timeseries[channels, :frames].T.astype(np.float32))  # (frames, channels)
+            bold = run_bold(timeseries, channels, frames)
             subject = dataset.subject_ids[dataset.runs[run][3]]
             writer.write_batch(pa.record_batch([
                 pa.array([subject]), pa.array([run_names[run]]), pa.array([frames], type=pa.int32()),

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..probing.embeddings import FeatureTable, cached, embedding_key, probe_dataset
-from . import BrainmarksError, require_brainmarks, space_channels
+from ..probing.embeddings import FeatureTable, cached, embedding_device, embedding_key, probe_dataset
+from . import BrainmarksError, brainmarks_version, require_brainmarks, run_bold, space_channels
 
 __all__ = ["create_brainmarks_model", "brainmarks_features", "embed_brainmarks_model"]
 
@@ -39,9 +39,9 @@ def create_brainmarks_model(name: str, kwargs: dict | None = None):
 
 
 def _sample(timeseries: np.ndarray, channels: np.ndarray, tr: float) -> dict:
-    bold = torch.from_numpy(np.nan_to_num(timeseries[channels].T.astype(np.float32)))
     width = len(channels)
-    return {"bold": bold, "mean": torch.zeros(1, width), "std": torch.ones(1, width), "tr": tr}
+    return {"bold": torch.from_numpy(run_bold(timeseries, channels)), "mean": torch.zeros(1, width),
+            "std": torch.ones(1, width), "tr": tr}
 
 
 @torch.inference_mode()
@@ -63,12 +63,12 @@ def brainmarks_features(name: str, kwargs: dict | None, shard_folder: str | Path
     dataset = probe_dataset(shard_folder, splits_dir, crop_length=1, n_crops=1)
     channels = space_channels(model.__space__, len(dataset.missing[0]))
     model = model.to(device)
+    samples = (_sample(dataset.read_run(run)[0], channels, repetition_time) for run in range(len(dataset.runs)))
     if transform is not None and hasattr(transform, "fit"):
-        transform.fit([_sample(dataset.read_run(run)[0], channels, repetition_time)
-                       for run in range(len(dataset.runs))])
+        samples = list(samples)  # read once: the fit and the embeddings see the same samples
+        transform.fit(samples)
     cls_rows, mean_rows, subjects = [], [], []
-    for run, (_, _, _, position) in enumerate(dataset.runs):
-        sample = _sample(dataset.read_run(run)[0], channels, repetition_time)
+    for run, ((_, _, _, position), sample) in enumerate(zip(dataset.runs, samples)):
         if transform is not None:
             sample = transform(sample)
         batch = torch.utils.data.default_collate([sample])
@@ -98,9 +98,8 @@ def _model_identity(name: str, kwargs: dict) -> str:
 
     files = {key: sha256_of(value) for key, value in sorted(kwargs.items())
              if isinstance(value, str) and Path(value).is_file()}
-    version = getattr(getattr(brainmarks, "version", None), "__version__", "unknown")
-    payload = json.dumps({"model": name, "kwargs": kwargs, "files": files, "brainmarks": version}, sort_keys=True,
-                         default=str)
+    identity = {"model": name, "kwargs": kwargs, "files": files, "brainmarks": brainmarks_version(brainmarks)}
+    payload = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -116,11 +115,8 @@ def embed_brainmarks_model(checkpoint: dict, shard_folder: str | Path, splits_di
                         {"reader": "brainmarks", "tr": repetition_time})
 
     def compute() -> FeatureTable:
-        device = settings["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         table = brainmarks_features(model, kwargs, shard_folder, splits_dir, repetition_time=repetition_time,
-                                    device=device, log=log)
+                                    device=embedding_device(settings["device"]), log=log)
         table.attrs.update({"manifest_sha256": manifest_sha, "source": name or f"brainmarks:{model}"})
         return table
 

@@ -35,7 +35,7 @@ from ..shards.reader import ShardDataset, pad_crop
 from ..shards.splits import probe_subjects
 
 __all__ = ["FEATURE_FORMAT", "FeatureTable", "write_features", "read_features", "extract_embeddings",
-           "embedding_key", "cached", "probe_subjects", "probe_dataset", "embed_checkpoint"]
+           "embedding_key", "cached", "probe_subjects", "probe_dataset", "embedding_device", "embed_checkpoint"]
 
 FEATURE_FORMAT = "brainscale-features-1"
 
@@ -180,6 +180,13 @@ def cached(key: str, cache_dir: str | Path, output: str | Path, compute) -> bool
     return hit
 
 
+def embedding_device(setting: str) -> str:
+    """``embed.device``: cpu, cuda, or auto (cuda when a GPU is visible)."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
 def probe_dataset(shard_folder: str | Path, splits_dir: str | Path, *, crop_length: int = 100,
                   n_crops: int = 8) -> ShardDataset:
     """Evaluation crops of the probe subjects, read lazily from the shards (checked against the manifest)."""
@@ -235,10 +242,8 @@ def embed_checkpoint(checkpoint_path: str | Path | None, shard_folder: str | Pat
                                   settings=checkpoint, name=name)
         dataset = probe_dataset(shard_folder, splits_dir, crop_length=encoder.config.crop_length,
                                 n_crops=settings["n_crops"])
-        device = settings["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        table = extract_embeddings(encoder, dataset, batch_size=settings["batch_size"], device=device, log=log)
+        table = extract_embeddings(encoder, dataset, batch_size=settings["batch_size"],
+                                   device=embedding_device(settings["device"]), log=log)
         table.attrs.update({"checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha,
                             "manifest_sha256": manifest_sha, "source": name or ""})
         return table
