@@ -195,3 +195,22 @@ def test_a_run_specification_is_frozen_round_trips_and_a_foreign_file_is_refused
     (tmp_path / "edited.yaml").write_text(edited)
     with pytest.raises(ConfigError, match=r"mask_probability': 5 is greater than the maximum of 1"):
         RunSpec.read(tmp_path / "edited.yaml")
+
+
+@pytest.mark.parametrize("files", [
+    ["config/comparison.yaml"],
+    ["config/gpu-study.yaml"],
+    ["config/gpu-study.yaml", "benchmarks/device/smoke.yaml"],  # the device session's CPU smoke test
+], ids=lambda files: "+".join(Path(name).stem for name in files))
+def test_every_shipped_config_passes_the_workflow_checks(files):
+    # as Snakemake reads them: each --configfile merged over the Snakefile's config/config.yaml
+    from snakemake.utils import update_config
+
+    from brainscale.objectives import run_spec
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name in files:
+        update_config(config, yaml.safe_load((REPO / name).read_text()))
+    config = validate_config(config)
+    assert [run_spec(config["pretrain"], run).run for run in config["pretrain"]["objectives"]] == \
+        config["pretrain"]["objectives"]
