@@ -8,7 +8,7 @@ import pytest
 
 from brainscale.probing.probes import probe_one, split_probe_subjects
 from brainscale.probing.scaling import _summary
-from brainscale.scaling_laws import bootstrap_fit, fit_saturating_power_law, scaling_law_table
+from brainscale.scaling_laws import ALPHA_RANGE, bootstrap_fit, fit_saturating_power_law, scaling_law_table
 
 SIZES = np.array([8, 20, 50, 128, 320])
 
@@ -33,6 +33,17 @@ def test_fits_that_cannot_be_made_say_why(sizes, values, reason):
     fit = fit_saturating_power_law(sizes, values)
     assert not fit["identifiable"] and fit["reason"].startswith(reason)
     assert fit["alpha"] == 0 or np.isnan(fit["alpha"])
+
+
+def test_with_one_seed_a_curve_through_a_flat_noisy_loss_is_not_an_exponent():
+    # the comparison's Seq-BERT: a loss flat to 1e-3 whose best curve falls, with alpha inside the range
+    flat = pd.DataFrame({"size": [8, 20, 50, 128], "seed": 0, "value": [1.47692, 1.47705, 1.47575, 1.47727]})
+    assert fit_saturating_power_law(flat["size"], flat["value"])["identifiable"]  # the point fit alone
+    fit = bootstrap_fit(flat)
+    assert fit["improves"] and fit["r2"] < 0.1 and ALPHA_RANGE[0] < fit["alpha"] < ALPHA_RANGE[1]
+    assert not fit["identifiable"] and "of the points' variance" in fit["reason"] and "one pretraining seed" in \
+        fit["reason"]
+    assert bootstrap_fit(flat.assign(value=[1.40, 1.30, 1.26, 1.25]))["identifiable"]
 
 
 def test_three_sizes_fit_exactly_and_say_so():

@@ -12,8 +12,10 @@ The fit is exact least squares: for a fixed alpha the model is linear in (E, A),
 found by a grid search over :data:`ALPHA_RANGE`, refined in the best bracket; it needs no starting
 point and cannot diverge. A best alpha on the edge of the range is not identifiable
 from these sizes (the curve is still straight in log D, or bends too sharply to measure): the
-estimate at the edge is kept, marked not identifiable, with that reason. So is a point fit
-whose bootstrap CI of alpha includes 0 or reaches an edge of the range.
+estimate at the edge is kept, marked not identifiable, with that reason. So is a point fit whose
+bootstrap CI of alpha includes 0 or reaches an edge of the range, and, with one seed per size (no
+CI), a fit whose curve explains less than half of the points' variance (:data:`MIN_R2`; a curve
+through a flat, noisy loss can fall with alpha inside the range).
 
 The bootstrap resamples, at each size, the seeds with replacement (each seed is its own subset
 and initialisation), and refits; the CIs are the 2.5 and 97.5 percentiles of the refits.
@@ -29,6 +31,7 @@ __all__ = ["fit_saturating_power_law", "bootstrap_fit", "scaling_law_table", "fi
 
 ALPHA_RANGE = (0.01, 3.0)
 MIN_SIZES = 3
+MIN_R2 = 0.5  # with one seed: a curve that explains less of the points than their scatter measures no exponent
 FIT_COLUMNS = ["E", "E_ci_low", "E_ci_high", "A", "alpha", "alpha_ci_low", "alpha_ci_high", "r2", "n_sizes",
                "n_seeds", "n_points", "n_boot", "improves", "identifiable", "reason"]
 
@@ -124,7 +127,10 @@ def bootstrap_fit(points: pd.DataFrame, *, x: str = "size", y: str = "value", di
     if fit["n_sizes"] < MIN_SIZES or "flat" in fit["reason"]:
         return result
     if seeds_per_size.max() < 2:
-        result["reason"] = (fit["reason"] + "; " if fit["reason"] else "") + \
+        if result["identifiable"] and result["r2"] < MIN_R2:  # no CI to reject a curve through scatter
+            result.update(identifiable=False, reason=f"the curve explains {result['r2']:.0%} of the points' "
+                          f"variance (under {MIN_R2:.0%}): too little trend with data to measure an exponent")
+        result["reason"] = (result["reason"] + "; " if result["reason"] else "") + \
             "one pretraining seed per size: no bootstrap CI (set splits.pretrain_seeds to 2 or more)"
         return result
     rng = np.random.default_rng(seed)
