@@ -69,8 +69,12 @@ pack() {
 }
 trap pack EXIT
 
-# brainscale runs from src/ (not installed): the workflow's scripts and the benchmarks import it from there
-if [ -d .whl ]; then
+# brainscale runs from src/ (not installed): the workflow's scripts and the benchmarks import it from there.
+# The wheels are CPython 3.12's (the device's): a smoke test under another Python uses its own packages.
+if [ -d .whl ] && ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    echo "not installing .whl/ (CPython 3.12 wheels) into $("$PYTHON" -V): this Python's own packages are used"
+    export PYTHONPATH=$PWD/src
+elif [ -d .whl ]; then
     rm -rf /tmp/site
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || { echo "wheel install failed"; exit 1; }
