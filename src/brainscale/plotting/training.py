@@ -57,36 +57,45 @@ def plot_loss_curve(log_csv: str | Path, output: str | Path) -> None:
 
 def plot_learning_curves(logs: dict, outputs) -> None:
     """Held-out loss (solid, circles) and the same loss on the run's own subset (dashed, squares) against
-    samples seen: one panel per run, one colour per pretraining-set size (a line per seed).
+    samples seen: one panel per run (at most four a row), one colour per pretraining-set size (a line per
+    seed), one legend for the figure.
 
     ``logs``: ``{(run, size, seed): log.csv path}``; ``outputs``: the paths to write (PNG, PDF).
     """
     import numpy as np
+    from matplotlib.lines import Line2D
 
     runs = sorted({run for run, _, _ in logs})
     sizes = sorted({int(size) for _, size, _ in logs})
     colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, len(sizes)))))
-    figure, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
-    for axis, run in zip(axes[0], runs):
-        labelled = set()  # one legend entry per size, whatever its seeds
+    columns = min(len(runs), 4)
+    rows = -(-len(runs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.8), squeeze=False)
+    for axis, run in zip(axes.flat, runs):
+        scored_any = False
         for (name, size, _), path in sorted(logs.items()):
             log = pd.read_csv(path) if name == run else None
             if log is None or "val_loss" not in log or log["val_loss"].isna().all():
                 continue
             scored, colour = log.dropna(subset=["val_loss"]), colours[int(size)]
-            axis.plot(scored["samples_seen"], scored["val_loss"], "o-", color=colour, markersize=4,
-                      label=None if size in labelled else f"{size} subjects")
+            axis.plot(scored["samples_seen"], scored["val_loss"], "o-", color=colour, markersize=4)
             axis.plot(scored["samples_seen"], scored["seen_loss"], "s--", color=colour, markersize=3, alpha=0.7)
-            labelled.add(size)
+            scored_any = True
         axis.set_title(run, fontsize=10)
         axis.set_xlabel("samples seen")
-        if labelled:
-            axis.legend(fontsize=7, title="pretraining set", title_fontsize=7)
-        else:
+        if not scored_any:
             axis.text(0.5, 0.5, "no held-out loss in log.csv\n(pretrain.evaluation)", ha="center", va="center",
                       transform=axis.transAxes, fontsize=8, color="grey")
-    axes[0][0].set_ylabel("objective loss")
-    figure.suptitle("Learning curves: held-out subjects (solid, circles) and the run's own subset (dashed, squares)",
+    for axis in axes.flat[len(runs):]:
+        axis.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("objective loss")
+    handles = [Line2D([], [], color=colours[size], linewidth=2, label=f"{size} subjects") for size in sizes]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="-", label="held-out subjects"),
+                Line2D([], [], color="grey", marker="s", linestyle="--", alpha=0.7, label="the run's own subset")]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+                  title="pretraining set (colour) and the crops scored (line)", title_fontsize=8)
+    figure.suptitle("Learning curves: the objective loss on held-out subjects and on the run's own subset",
                     fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.6 / (3.4 * rows + 0.8), 1, 1))  # the legend's 0.6 inch at the bottom
     save_figures(figure, outputs)
