@@ -102,6 +102,8 @@ def test_a_plugin_objective_is_configured_trained_exported_embedded_and_probed(t
 TORCH_FREE = """
 import atexit, sys
 atexit.register(lambda: print("torch imported" if "torch" in sys.modules else "torch-free", file=sys.stderr))
+atexit.register(lambda: print(*(f"imported: {{name}}" for name in ("nibabel", "sklearn") if name in sys.modules),
+                              file=sys.stderr))
 {body}
 """
 
@@ -124,3 +126,5 @@ def test_a_snakemake_dry_run_imports_no_torch(tmp_path):
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip().endswith("torch-free"), result.stderr[-2000:]
+    # nor the simulator's libraries: the parse needs only the simulated atlases' names (simulate.layout)
+    assert "imported: nibabel" not in result.stderr and "imported: sklearn" not in result.stderr, result.stderr[-2000:]

@@ -302,7 +302,7 @@ def resolve_inputs(config: dict) -> dict:
     simulate = config["simulate"]
     data = config["data"]
     if simulate["enabled"]:
-        from .simulate.dataset import demo_atlas_paths
+        from .simulate.layout import demo_atlas_paths  # names only: the parse imports no simulator
 
         default_derivatives = str(Path(simulate["output_dir"]) / "fmriprep")
         default_atlases = demo_atlas_paths(simulate["output_dir"], simulate["resolution_mm"])

@@ -39,10 +39,10 @@ from .cohort import PHENOTYPE_MODEL, POPULATION_AGE, RunPlan, dynamics_traits, p
 from .confounds import FD_THRESHOLD_MM, confounds_table
 from .dynamics import (AMPLITUDE_EFFECTS, COUPLING_EFFECTS, LATENTS, NETWORKS, Individuality, base_coupling,
                        individual_modes, network_signals, parcel_signals, spatial_smoothing, subject_dynamics)
+from .layout import SPACE, demo_atlas_paths, resolution_label
 
 __all__ = ["SPACE", "TASK", "simulate_dataset", "planted_parcel_signals", "run_stem", "demo_atlas_paths"]
 
-SPACE = "MNI152NLin2009cAsym"
 TASK = "rest"
 _MNI_SFORM_CODE = 4
 
@@ -74,10 +74,6 @@ def run_stem(plan: RunPlan) -> dict:
     return {"sub": plan.participant_id.removeprefix("sub-"), "ses": plan.session, "task": TASK, "run": plan.run}
 
 
-def _resolution_label(resolution_mm: float) -> str:
-    return f"{resolution_mm:g}".replace(".", "p")
-
-
 def _write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, repetition_time: float | None = None) -> None:
     image = nib.Nifti1Image(volume, affine)
     image.header.set_sform(affine, code=_MNI_SFORM_CODE)
@@ -89,20 +85,6 @@ def _write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, repetition_
     # ISA-L's gzip, four times faster than zlib at the same ratio (compression was a third of the
     # simulation's time); mtime 0 keeps the bytes reproducible.
     path.write_bytes(igzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
-
-
-_ATLAS_ENTITIES = {"cortical": ("Schaefer2018", "400Parcels7Networks"), "subcortical": ("Tian", "S3"),
-                   "cerebellar": ("Buckner2011", "7Networks")}
-
-
-def demo_atlas_paths(output_dir: str | Path, resolution_mm: float) -> dict:
-    """``{kind: {"image": path, "labels": path}}`` of the atlases a simulation writes."""
-    res = _resolution_label(resolution_mm)
-    paths = {}
-    for kind, (atlas, desc) in _ATLAS_ENTITIES.items():
-        stem = Path(output_dir) / "atlases" / f"tpl-{SPACE}_res-{res}_atlas-{atlas}_desc-{desc}_dseg"
-        paths[kind] = {"image": f"{stem}.nii.gz", "labels": f"{stem}.tsv"}
-    return paths
 
 
 def _write_atlases(atlases: DemoAtlases, root: Path, resolution_mm: float) -> None:
@@ -329,7 +311,7 @@ def simulate_dataset(settings: dict, output_dir: str | Path, *, n_jobs: int = 1,
         fmriprep = root / "fmriprep"
         _write_dataset_files(fmriprep, participants)
         _write_atlases(atlases, root, settings["resolution_mm"])
-        worker_settings = dict(settings, res_label=_resolution_label(settings["resolution_mm"]),
+        worker_settings = dict(settings, res_label=resolution_label(settings["resolution_mm"]),
                                fmriprep_dir=str(fmriprep))
         traits = dynamics_traits(latents, participants, sites)
         runs = _simulate_runs(_run_tasks(plans, traits, fmriprep), atlases, worker_settings, n_jobs)
