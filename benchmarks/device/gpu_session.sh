@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU issue's device session, prepared on CPU for one H100/H200 with 16 cores. A session has 15
-# minutes of device time in all (the machine's start, about 1.5 minutes, and its idle waits count), so
+# minutes of device time in all (the machine's start, a minute or more, and its idle waits count), so
 # it is two calls on the same warm machine, from the repository root, with the wheels of
 # benchmarks/device/wheels.txt in .whl/:
 #
