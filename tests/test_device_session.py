@@ -17,25 +17,30 @@ DEVICE = REPO / "benchmarks" / "device"
 NOT_NEEDED_THERE = {"snakemake-executor-plugin-slurm"}  # the session runs Snakemake locally
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def _requirements(path: Path) -> list[str]:
+    """The requirement lines of a pip-style list, comments dropped."""
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line]
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, canonical (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[=<>\[ ;]", requirement)[0]).lower()
 
 
 def _names(path: Path) -> list[str]:
-    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [_canonical(re.split(r"[=<>\[ ;]", line)[0]) for line in lines if line]
+    return [_name(line) for line in _requirements(path)]
 
 
 def test_every_dependency_is_in_the_image_or_carried():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = {_canonical(re.split(r"[=<>\[ ;]", requirement)[0]) for requirement in project["dependencies"]}
+    needed = {_name(requirement) for requirement in project["dependencies"]}
     there = set(_names(DEVICE / "image.txt")) | set(_names(DEVICE / "wheels.txt"))
     assert needed - NOT_NEEDED_THERE - there == set(), "add them to benchmarks/device/wheels.txt"
 
 
 def test_the_wheel_set_pins_one_version_of_each_package():
-    lines = [line.split("#")[0].strip() for line in (DEVICE / "wheels.txt").read_text().splitlines()]
-    pins = [line for line in lines if line]
+    pins = _requirements(DEVICE / "wheels.txt")
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", pin) for pin in pins), pins
     names = _names(DEVICE / "wheels.txt")
     assert len(names) == len(set(names))

@@ -21,8 +21,8 @@
 #             data, preloaded and lazy, for 0, 6 and 12 DataLoader workers, and the host syncs of a
 #             step (loader_wait.json); then the study's largest run through Snakemake, timed, and the
 #             study's pretraining time estimated from it (session.log: "one run ...");
-#   study  3. the rest of config/gpu-study.yaml (the data first if bench did not finish them, and the
-#             loader check if it did not run): GPU_JOBS (4) pretraining jobs at a time on the GPU,
+#   study  3. the rest of config/gpu-study.yaml (first the data and the loader check, where bench did not
+#             finish them): GPU_JOBS (4) pretraining jobs at a time on the GPU,
 #             a. every run's pretraining, its held-out loss and the loss scaling-law fits (the field's
 #                measure, and what needs the GPU), then
 #             b. embeddings, probes and the probe scaling figures with what time is left;
@@ -119,13 +119,13 @@ if [ "$PART" != study ]; then
     echo "== phase 2b at ${SECONDS}s: one study run ($TIMED_RUN), for the study's time estimate"
     started=$SECONDS
     if timeout "$(budget 5)" bash -c "snake --cores $CORES results/pretrain/$TIMED_RUN/encoder.pt" > "$OUT/timed-run.log" 2>&1; then
-        "$PYTHON" - "$((SECONDS - started))" config/gpu-study.yaml $EXTRA_CONFIG <<'ESTIMATE'
+        "$PYTHON" - "$((SECONDS - started))" config/config.yaml config/gpu-study.yaml $EXTRA_CONFIG <<'ESTIMATE'
 import os, sys, yaml
+from snakemake.utils import update_config
 seconds, files = int(sys.argv[1]), sys.argv[2:]
 config = {}
-for path in files:  # the later file's sections update the earlier's, as Snakemake merges them
-    for key, value in yaml.safe_load(open(path)).items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+for path in files:  # each --configfile over the Snakefile's config, as Snakemake merges them
+    update_config(config, yaml.safe_load(open(path)))
 runs = (len(config["pretrain"]["objectives"]) * len(config["splits"]["pretrain_sizes"])
         * len(config["splits"]["pretrain_seeds"]))
 at_once = max(int(os.environ["GPU_JOBS"]), 1)
@@ -137,10 +137,12 @@ ESTIMATE
     fi
 fi
 if [ "$PART" != bench ]; then
-    echo "== phase 3 at ${SECONDS}s: the study's data (if bench did not finish them) and the loader check"
-    timeout "$(budget 200)" bash -c "snake --cores $CORES results/shards results/splits" > "$OUT/study-data.log" 2>&1 \
-        || echo "study data failed or ran out of time: see study-data.log"
-    loader_wait 180
+    if [ ! -f "$STUDY/loader-wait.done" ]; then  # bench did not get that far: its data, then the loader check
+        echo "== phase 3 at ${SECONDS}s: the study's data and the loader check"
+        timeout "$(budget 200)" bash -c "snake --cores $CORES results/shards results/splits" > "$OUT/study-data.log" \
+            2>&1 || echo "study data failed or ran out of time: see study-data.log"
+        loader_wait 180
+    fi
     echo "== phase 3a at ${SECONDS}s: pretraining, $GPU_JOBS jobs at a time; held-out loss and its scaling fits"
     timeout "$(budget 60)" bash -c "snake --cores $CORES learning_curves loss_scaling"
     echo "== phase 3b at ${SECONDS}s: embeddings, probes, figures"

@@ -70,7 +70,8 @@ def plot_learning_curves(logs: dict, outputs) -> None:
     colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, len(sizes)))))
     columns = min(len(runs), 4)
     rows = -(-len(runs) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.8), squeeze=False)
+    height = 3.4 * rows + 0.8  # inches: the panels, the title and the legend below them
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height), squeeze=False)
     for axis, run in zip(axes.flat, runs):
         scored_any = False
         for (name, size, _), path in sorted(logs.items()):
@@ -97,5 +98,5 @@ def plot_learning_curves(logs: dict, outputs) -> None:
                   title="pretraining set (colour) and the crops scored (line)", title_fontsize=8)
     figure.suptitle("Learning curves: the objective loss on held-out subjects and on the run's own subset",
                     fontsize=10)
-    figure.tight_layout(rect=(0, 0.6 / (3.4 * rows + 0.8), 1, 1))  # the legend's 0.6 inch at the bottom
+    figure.tight_layout(rect=(0, 0.6 / height, 1, 1))  # the legend's 0.6 inch at the bottom
     save_figures(figure, outputs)
